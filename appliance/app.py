@@ -1,0 +1,116 @@
+"""The Litestar application factory: platform middleware, health, metrics and services.
+
+The factory never fails because of the store: if the key is wrong or missing, the app still
+starts, ``/health/ready`` explains the problem, and data endpoints answer 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusController
+
+from appliance import __version__
+from appliance.config import Settings, load_settings
+from appliance.dependencies import DEPENDENCIES
+from appliance.health import HealthController
+from appliance.keys import SecretError
+from appliance.middleware import BearerAuthMiddleware, RequestIdMiddleware
+from appliance.observability import (
+    configure_logging,
+    get_logger,
+    opentelemetry_config,
+    prometheus_config,
+)
+from appliance.platform import open_platform
+from appliance.plugin import ServicePlugin
+from appliance.problems import EXCEPTION_HANDLERS
+from appliance.registry import INSTALLED_SERVICES, domain_migrations
+from appliance.store import StoreError
+
+PUBLIC_PATHS = ["^/health/", "^/metrics", "^/schema"]
+_log = get_logger("hygie.app")
+
+
+def _open_platform(app: Litestar) -> None:
+    settings: Settings = app.state.settings
+    try:
+        platform = open_platform(settings)
+    except (SecretError, StoreError) as exc:
+        app.state.platform = None
+        app.state.tokens = None
+        app.state.platform_error = str(exc)
+        _log.error("store_unavailable", reason=str(exc))
+        return
+    app.state.platform = platform
+    app.state.tokens = platform.tokens
+    app.state.platform_error = None
+
+
+def _close_platform(app: Litestar) -> None:
+    platform = app.state.get("platform")
+    if platform is not None:
+        platform.close()
+        app.state.platform = None
+
+
+class _Metrics(PrometheusController):
+    path = "/metrics"
+    include_in_schema = False
+
+
+def create_app(
+    settings: Settings | None = None, plugins: Sequence[ServicePlugin] | None = None
+) -> Litestar:
+    settings = settings or load_settings()
+    plugins = tuple(INSTALLED_SERVICES if plugins is None else plugins)
+    configure_logging(settings)
+    controllers: list[Any] = [HealthController, _Metrics]
+    for plugin in plugins:
+        controllers.extend(plugin.controllers)
+    middleware: list[Any] = [RequestIdMiddleware()]
+    tracing = opentelemetry_config(settings)
+    if tracing is not None:
+        middleware.append(tracing.middleware)
+    middleware.append(prometheus_config(settings).middleware)
+    middleware.append(DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS))
+    openapi = OpenAPIConfig(
+        title="Hygie appliance API",
+        version=__version__,
+        path="/schema",
+        render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+            }
+        ),
+        security=[{"bearer": []}],
+    )
+    return Litestar(
+        route_handlers=controllers,
+        dependencies=DEPENDENCIES,
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi,
+        request_max_body_size=settings.max_body_bytes,
+        on_startup=[_open_platform],
+        on_shutdown=[_close_platform],
+        state=State(
+            {
+                "settings": settings,
+                "domain_migrations": domain_migrations(plugins),
+                "platform": None,
+                "tokens": None,
+                "platform_error": "not started",
+            }
+        ),
+        logging_config=None,
+        debug=False,
+    )

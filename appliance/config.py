@@ -1,0 +1,176 @@
+"""Typed settings from ``HYGIE_*`` environment variables and an optional TOML file.
+
+Environment variables win over the TOML file so that systemd units and tests can override one
+key without rewriting the file. Any invalid value stops start-up with a message that names the
+key, the place it came from and the reason: a pharmacy box must not start half-configured.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "HYGIE_"
+PROD_CONFIG_FILE = Path("/etc/hygie/hygie.toml")
+DEV_CONFIG_FILE = Path("var/hygie.toml")
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PROD = "prod"
+
+
+class ConfigError(Exception):
+    """Raised when configuration cannot be loaded; the message is meant for an operator."""
+
+
+class Settings(BaseModel):
+    """Every tunable of the appliance, with production-safe defaults.
+
+    Paths left unset are derived from ``env`` in :func:`load_settings` so that a dev checkout
+    keeps everything under ``./var`` and production uses the FHS locations.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    env: Environment = Environment.DEV
+    config_file: Path | None = None
+    data_dir: Path | None = None
+    key_dir: Path | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=512 * 1024 * 1024)
+
+    min_free_disk_mb: int = Field(default=512, ge=0)
+    heartbeat_max_age_s: int = Field(default=180, ge=5, le=86_400)
+    busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+
+    audit_checkpoint_every: int = Field(default=100, ge=1, le=100_000)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+
+    tracing_enabled: bool = False
+    otlp_endpoint: str | None = None
+    otlp_headers: str | None = None
+    service_name: str = "hygie"
+
+    retry_attempts: int = Field(default=5, ge=1, le=50)
+    retry_initial_wait_s: float = Field(default=0.5, gt=0, le=60)
+    retry_max_wait_s: float = Field(default=30.0, gt=0, le=3600)
+    breaker_threshold: int = Field(default=5, ge=1, le=1000)
+    breaker_ttl_s: float = Field(default=30.0, gt=0, le=3600)
+
+    worker_threads: int = Field(default=2, ge=1, le=32)
+    embedded_worker: bool | None = None
+    """Run the task worker as a child of ``hygie serve``; defaults to on in dev, off in prod."""
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        if self.embedded_worker is None:
+            return self.env is Environment.DEV
+        return self.embedded_worker
+
+    @property
+    def data_path(self) -> Path:
+        assert self.data_dir is not None, "load_settings() always sets data_dir"
+        return self.data_dir
+
+    @property
+    def key_path(self) -> Path:
+        assert self.key_dir is not None, "load_settings() always sets key_dir"
+        return self.key_dir
+
+    @property
+    def domain_db_path(self) -> Path:
+        return self.data_path / "hygie.db"
+
+    @property
+    def audit_db_path(self) -> Path:
+        return self.data_path / "audit.db"
+
+    @property
+    def queue_db_path(self) -> Path:
+        return self.data_path / "queue.db"
+
+
+def _default_paths(env: Environment) -> dict[str, Path]:
+    if env is Environment.PROD:
+        return {"data_dir": Path("/var/lib/hygie"), "key_dir": Path("/etc/hygie/credentials")}
+    return {"data_dir": Path("var"), "key_dir": Path("var/keys")}
+
+
+def _config_file_path(environ: dict[str, str]) -> tuple[Path, bool]:
+    """Return the TOML path to read and whether the operator named it explicitly."""
+    explicit = environ.get(f"{ENV_PREFIX}CONFIG_FILE")
+    if explicit:
+        return Path(explicit), True
+    env = environ.get(f"{ENV_PREFIX}ENV", Environment.DEV.value)
+    return (PROD_CONFIG_FILE if env == Environment.PROD.value else DEV_CONFIG_FILE), False
+
+
+def _read_toml(path: Path, required: bool) -> dict[str, Any]:
+    if not path.exists():
+        if required:
+            raise ConfigError(f"invalid configuration: config_file: {path} does not exist")
+        return {}
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid configuration: {path}: not valid TOML ({exc})") from exc
+    except OSError as exc:
+        raise ConfigError(f"invalid configuration: {path}: cannot be read ({exc})") from exc
+
+
+def _describe(exc: ValidationError, from_file: set[str], path: Path) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(root)"
+        top = str(error["loc"][0]) if error["loc"] else ""
+        origin = f"{path} key '{key}'" if top in from_file else f"{ENV_PREFIX}{key.upper()}"
+        reason = error["msg"]
+        if error["type"] == "extra_forbidden":
+            reason = "unknown setting"
+        lines.append(f"  {key} ({origin}): {reason}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from the TOML file (if any) overlaid with ``HYGIE_*`` variables."""
+    environ = dict(os.environ if environ is None else environ)
+    path, required = _config_file_path(environ)
+    file_values = _read_toml(path, required)
+    env_values = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX)
+    }
+    from_file = set(file_values) - set(env_values)
+    try:
+        settings = Settings.model_validate({**file_values, **env_values})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, from_file, path)) from exc
+    defaults = _default_paths(settings.env)
+    updates: dict[str, Any] = {"config_file": path if path.exists() else None}
+    for name, default in defaults.items():
+        if getattr(settings, name) is None:
+            updates[name] = default
+    return settings.model_copy(update=updates)
+
+
+SECRET_SETTING_NAMES: frozenset[str] = frozenset({"otlp_headers"})
+
+
+def settings_for_display(settings: Settings) -> dict[str, Any]:
+    """Settings as shown by ``hygie config show``: secrets masked, paths as strings."""
+    shown: dict[str, Any] = {}
+    for key, value in settings.model_dump(mode="json").items():
+        shown[key] = "********" if key in SECRET_SETTING_NAMES and value else value
+    return shown

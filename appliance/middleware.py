@@ -1,0 +1,92 @@
+"""ASGI middleware of the platform: request ids with access logs, and bearer authentication."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException
+from litestar.middleware import (
+    AbstractAuthenticationMiddleware,
+    ASGIMiddleware,
+    AuthenticationResult,
+)
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from appliance.observability import get_logger
+from appliance.security import InvalidTokenError, TokenService
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.-]{8,64}$")
+_log = get_logger("hygie.access")
+
+
+class RequestIdMiddleware(ASGIMiddleware):
+    """Give each request an id (the caller's if well-formed), echo it, and log the outcome.
+
+    The access log holds method, route path, status and duration only: never the query
+    string, headers or body, where tokens and patient data travel.
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        incoming = dict(scope.get("headers", [])).get(REQUEST_ID_HEADER.encode(), b"").decode(
+            "latin-1"
+        )
+        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await next_app(scope, receive, send_with_id)
+            finally:
+                _log.info(
+                    "request",
+                    method=scope.get("method"),
+                    path=scope.get("path"),
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+
+
+class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
+    """Turn ``Authorization: Bearer <jwt>`` into a :class:`Principal` on ``request.auth``."""
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthorizedException(
+                "a bearer access token is required",
+                headers={"WWW-Authenticate": 'Bearer realm="hygie"'},
+            )
+        tokens: TokenService | None = getattr(connection.app.state, "tokens", None)
+        if tokens is None:
+            raise NotAuthorizedException("token verification is unavailable (store not ready)")
+        try:
+            principal = tokens.verify(token.strip())
+        except InvalidTokenError as exc:
+            raise NotAuthorizedException(
+                str(exc),
+                headers={"WWW-Authenticate": 'Bearer realm="hygie", error="invalid_token"'},
+            ) from exc
+        return AuthenticationResult(user=principal.subject, auth=principal)

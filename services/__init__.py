@@ -1,0 +1,1 @@
+"""Domain services, one package each, mounted by the composition root (``appliance.registry``)."""
