@@ -32,6 +32,7 @@ DATA_DIR="/var/lib/hygie"
 UNIT_DIR="/etc/systemd/system"
 UNITS=(hygie.service hygie-worker.service)
 SERVICE_USER="hygie"
+MODE="dev"
 
 export DEBIAN_FRONTEND=noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -111,14 +112,30 @@ python_ok() { # python_ok INTERPRETER: 3.11 or 3.12?
         >/dev/null 2>&1
 }
 
+# Paths the units hide from the service (ProtectHome=yes): a production venv must not
+# be built on an interpreter there (e.g. pyenv's under /root).
+hidden_from_service() {
+    case "$1" in
+    /root | /root/* | /home/* | /run/user/*) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+real_interpreter() { "$1" -c 'import os, sys; print(os.path.realpath(sys.executable))'; }
+
 find_python() { # prints the real path of a Python 3.11/3.12, or fails quietly
-    local c
-    for c in python3.11 python3.12 python3; do
-        if command -v "$c" >/dev/null 2>&1 && python_ok "$c"; then
-            # Resolve pyenv shims to the real interpreter.
-            "$c" -c 'import sys; print(sys.executable)'
-            return 0
+    local c real
+    for c in python3.11 python3.12 python3 /usr/bin/python3.11 /usr/bin/python3.12 /usr/bin/python3; do
+        if ! command -v "$c" >/dev/null 2>&1 || ! python_ok "$c"; then
+            continue
         fi
+        # Resolves pyenv shims to the real interpreter.
+        real="$(real_interpreter "$c")" || continue
+        if [[ $MODE == prod ]] && hidden_from_service "$real"; then
+            continue
+        fi
+        printf '%s\n' "$real"
+        return 0
     done
     return 1
 }
@@ -140,6 +157,12 @@ stamp_value() {
 step_venv() {
     if venv_ok; then
         log "venv: $VENV present"
+        local base
+        base="$(real_interpreter "$VENV/bin/python")"
+        if [[ $MODE == prod ]] && hidden_from_service "$base"; then
+            die "$VENV was made with $base, which the service cannot reach (ProtectHome=yes).
+Remove $VENV and re-run: sudo $0 --prod (it builds the venv on the system Python)."
+        fi
     else
         if [[ -e "$VENV" ]]; then
             warn "venv: $VENV is broken (no usable Python 3.11/3.12): recreating it"
@@ -165,7 +188,7 @@ step_venv() {
     log "pip: installing torch==$TORCH_VERSION (CPU wheel from the pip configuration)"
     "$VENV/bin/pip" install "torch==$TORCH_VERSION"
     log "pip: installing the project: pip install -e '.[dev,llm]'"
-    "$VENV/bin/pip" install -e "$ROOT[dev,llm]"
+    "$VENV/bin/pip" install -e "${ROOT}[dev,llm]"
     printf '%s\n' "$want" >"$STAMP.tmp"
     mv -f "$STAMP.tmp" "$STAMP"
     log "pip: done (stamp written)"
@@ -370,8 +393,8 @@ shred it once no backup made with the previous key is needed."
     fi
     if ! runuser -u "$SERVICE_USER" -- "$VENV/bin/python" -c 'import appliance.cli' \
         >/dev/null 2>&1; then
-        warn "user $SERVICE_USER cannot import the code in $ROOT: make the checkout readable
-(chmod -R o+rX $ROOT) or clone it to $PROD_PREFIX"
+        die "user $SERVICE_USER cannot run $VENV/bin/python or import the code in $ROOT:
+make the checkout readable (chmod -R o+rX $ROOT) or clone it to $PROD_PREFIX"
     fi
 
     local unit tmp
@@ -405,11 +428,10 @@ shred it once no backup made with the previous key is needed."
 
 # -------------------------------------------------------------------------- main
 main() {
-    local mode=dev
     while [[ $# -gt 0 ]]; do
         case "$1" in
-        --dev) mode=dev ;;
-        --prod) mode=prod ;;
+        --dev) MODE=dev ;;
+        --prod) MODE=prod ;;
         -h | --help)
             usage
             return 0
@@ -421,14 +443,14 @@ main() {
         esac
         shift
     done
-    if [[ $mode == prod && $EUID -ne 0 ]]; then
+    if [[ $MODE == prod && $EUID -ne 0 ]]; then
         die "--prod must run as root (sudo $0 --prod)"
     fi
     cd "$ROOT"
-    log "Hygie install ($mode) in $ROOT"
+    log "Hygie install ($MODE) in $ROOT"
     step_apt
     step_venv
-    if [[ $mode == dev ]]; then
+    if [[ $MODE == dev ]]; then
         step_dev
     else
         step_prod

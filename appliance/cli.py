@@ -129,7 +129,8 @@ def db_migrate() -> None:
             finally:
                 store.close()
             for migration in done:
-                click.echo(f"{path.name}: applied {migration.component} {migration.version} ({migration.name})")
+                step = f"{migration.component} {migration.version} ({migration.name})"
+                click.echo(f"{path.name}: applied {step}")
             if not done:
                 click.echo(f"{path.name}: schema up to date")
 
@@ -163,7 +164,9 @@ def db_check() -> None:
                 click.echo(f"{path.name}: INTEGRITY FAILURE {integrity[:3]} {cipher[:3]}")
             elif pending:
                 problems += 1
-                click.echo(f"{path.name}: {len(pending)} pending migration(s): run 'hygie db migrate'")
+                click.echo(
+                    f"{path.name}: {len(pending)} pending migration(s): run 'hygie db migrate'"
+                )
             else:
                 click.echo(f"{path.name}: ok (key opens it, integrity ok, schema current)")
     if problems:
@@ -284,7 +287,7 @@ def serve(host: str | None, port: int | None) -> None:
 
 
 def _spawn_worker() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "appliance.cli", "worker"])  # noqa: S603
+    return subprocess.Popen([sys.executable, "-m", "appliance.cli", "worker"])
 
 
 @main.command()

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from litestar import Request
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 
 from appliance.audit import AuditEvent, AuditLog
 from appliance.platform import Platform
@@ -70,11 +70,11 @@ def provide_platform(state: State) -> Platform:
     return platform
 
 
-def provide_store(platform: Platform) -> Store:
+def provide_store(platform: NamedDependency[Platform]) -> Store:
     return platform.store
 
 
-def provide_audit(platform: Platform) -> AuditLog:
+def provide_audit(platform: NamedDependency[Platform]) -> AuditLog:
     return platform.audit
 
 

@@ -71,7 +71,8 @@ def readiness(state: State, migrations: Sequence[Migration]) -> Readiness:
                 return "no worker heartbeat yet: is 'hygie worker' running?"
             age = (datetime.now(UTC) - beat).total_seconds()
             if age > settings.heartbeat_max_age_s:
-                return f"last worker heartbeat {int(age)} s ago (limit {settings.heartbeat_max_age_s} s)"
+                limit = settings.heartbeat_max_age_s
+                return f"last worker heartbeat {int(age)} s ago (limit {limit} s)"
             return None
 
         checks["worker"] = _check(worker)

@@ -66,7 +66,9 @@ def parse_master_key(raw: bytes, origin: str) -> bytes:
 
 
 def load_master_key(settings: Settings) -> bytes:
-    return parse_master_key(read_secret(settings, MASTER_KEY), str(secret_path(settings, MASTER_KEY)))
+    return parse_master_key(
+        read_secret(settings, MASTER_KEY), str(secret_path(settings, MASTER_KEY))
+    )
 
 
 def derive_key(master_key: bytes, purpose: str) -> bytes:

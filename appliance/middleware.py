@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -19,10 +17,9 @@ from litestar.middleware import (
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.observability import get_logger
+from appliance.request_id import REQUEST_ID_HEADER, request_id_for
 from appliance.security import InvalidTokenError, TokenService
 
-REQUEST_ID_HEADER = "x-request-id"
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.-]{8,64}$")
 _log = get_logger("hygie.access")
 
 
@@ -36,11 +33,7 @@ class RequestIdMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        incoming = dict(scope.get("headers", [])).get(REQUEST_ID_HEADER.encode(), b"").decode(
-            "latin-1"
-        )
-        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = request_id_for(scope)
         status = 500
         started = time.perf_counter()
 

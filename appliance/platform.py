@@ -64,5 +64,6 @@ def open_platform(settings: Settings) -> Platform:
 def schema_is_current(platform: Platform, migrations: Sequence[Migration]) -> list[str]:
     """Names of pending domain migrations (empty when the schema is up to date)."""
     return [
-        f"{m.component} {m.version} ({m.name})" for m in pending_migrations(platform.store, migrations)
+        f"{m.component} {m.version} ({m.name})"
+        for m in pending_migrations(platform.store, migrations)
     ]

@@ -14,6 +14,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from appliance.observability import get_logger
+from appliance.request_id import REQUEST_ID_HEADER, request_id_for
 from appliance.store import StoreError, VersionConflictError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -62,6 +63,8 @@ def problem_response(
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
+    request_id = request_id_for(request.scope)
+    headers = {**(headers or {}), REQUEST_ID_HEADER: request_id}
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
@@ -73,7 +76,7 @@ def problem_response(
             status=status,
             detail=detail,
             instance=request.url.path,
-            request_id=request.scope.get("state", {}).get("request_id"),
+            request_id=request_id,
             errors=errors,
         )
     )
@@ -131,8 +134,22 @@ def handle_store_error(request: Request[Any, Any, Any], exc: StoreError) -> Resp
     )
 
 
+def _where(exc: BaseException) -> str:
+    """Innermost ``file:line`` of a traceback: enough to find the bug, no values leaked."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "unknown"
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    _log.error("unhandled_exception", error_type=exc.__class__.__name__, path=request.url.path)
+    # The exception message may quote patient data, so only its type and location are logged.
+    _log.error(
+        "unhandled_exception",
+        error_type=exc.__class__.__name__,
+        where=_where(exc),
+        path=request.url.path,
+    )
     return problem_response(request, 500, "internal error; the request id identifies it")
 
 
@@ -142,4 +159,3 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     StoreError: handle_store_error,
     Exception: handle_unexpected,
 }
-

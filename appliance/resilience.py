@@ -38,7 +38,9 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(settings.retry_attempts, settings.retry_initial_wait_s, settings.retry_max_wait_s)
+        return cls(
+            settings.retry_attempts, settings.retry_initial_wait_s, settings.retry_max_wait_s
+        )
 
     def _kwargs(self) -> dict[str, Any]:
         return {

@@ -14,8 +14,8 @@ from appliance.store.errors import (
 )
 from appliance.store.migrations import (
     Migration,
-    apply_migrations,
     applied_versions,
+    apply_migrations,
     pending_migrations,
 )
 from appliance.store.sqlcipher import Store, rekey_database

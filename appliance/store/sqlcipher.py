@@ -8,6 +8,7 @@ skips its password KDF.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -146,9 +147,7 @@ class Store:
     def close(self) -> None:
         with self._lock:
             for conn in self._connections:
-                try:
+                with contextlib.suppress(sqlcipher3.Error):
                     conn.close()
-                except sqlcipher3.Error:  # pragma: no cover - closing a dead connection
-                    pass
             self._connections.clear()
         self._local = threading.local()

@@ -7,6 +7,7 @@ reconstruction from logs.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -16,6 +17,7 @@ import sqlite_utils
 from appliance.store.errors import VersionConflictError
 from appliance.store.migrations import Migration
 
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 EntityT = TypeVar("EntityT", bound=msgspec.Struct)
 
 
@@ -34,6 +36,8 @@ class VersionedTable(Generic[EntityT]):
     """Append-only storage of ``entity_type`` values in table ``<name>_versions``."""
 
     def __init__(self, name: str, entity_type: type[EntityT]) -> None:
+        if not _IDENTIFIER.match(name):
+            raise ValueError(f"table name must be a lowercase identifier, got {name!r}")
         self.name = name
         self.table = f"{name}_versions"
         self.entity_type = entity_type

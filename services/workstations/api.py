@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get, post, put
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, Parameter
 
 from appliance.audit import AuditLog
 from appliance.dependencies import RequestContext
 from appliance.problems import Problem
 from appliance.security import requires
-from appliance.store import Store, Versioned, VersionConflictError
+from appliance.store import Store, VersionConflictError, Versioned
 from services.workstations import logic
 from services.workstations import store as repository
 from services.workstations.models import (
@@ -45,8 +46,8 @@ def _audit(audit: AuditLog, ctx: RequestContext, action: str, code: str, outcome
 
 def _save(
     st: Store,
-    audit: AuditLog,
-    ctx: RequestContext,
+    audit: NamedDependency[AuditLog],
+    ctx: NamedDependency[RequestContext],
     workstation: Workstation,
     expected_version: int,
     action: str,
@@ -70,7 +71,7 @@ class WorkstationController(Controller):
     @get("/", guards=[requires("workstations:read")], sync_to_thread=True)
     def list_workstations(
         self,
-        store: Store,
+        store: NamedDependency[Store],
         limit: Annotated[int, Parameter(ge=1, le=repository.MAX_WORKSTATIONS)] = 100,
         offset: Annotated[int, Parameter(ge=0, le=1_000_000)] = 0,
     ) -> list[WorkstationView]:
@@ -79,23 +80,27 @@ class WorkstationController(Controller):
 
     @post("/", guards=[requires("workstations:write")], sync_to_thread=True)
     def create_workstation(
-        self, data: WorkstationCreate, store: Store, audit: AuditLog, ctx: RequestContext
+        self,
+        data: JSONBody[WorkstationCreate],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
     ) -> WorkstationView:
         """Declare a new counter workstation (409 if the code or the reader is taken)."""
         return _save(store, audit, ctx, logic.from_create(data), 0, "create")
 
     @get("/{code:str}", guards=[requires("workstations:read")], sync_to_thread=True)
-    def get_workstation(self, code: CodeParam, store: Store) -> WorkstationView:
+    def get_workstation(self, code: CodeParam, store: NamedDependency[Store]) -> WorkstationView:
         return _view(_existing(store, code))
 
     @put("/{code:str}", guards=[requires("workstations:write")], sync_to_thread=True)
     def update_workstation(
         self,
         code: CodeParam,
-        data: WorkstationUpdate,
-        store: Store,
-        audit: AuditLog,
-        ctx: RequestContext,
+        data: JSONBody[WorkstationUpdate],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
     ) -> WorkstationView:
         """Replace a workstation's settings; a new version is written, the old one kept."""
         _existing(store, code)
@@ -104,7 +109,9 @@ class WorkstationController(Controller):
         )
 
     @get("/{code:str}/history", guards=[requires("workstations:read")], sync_to_thread=True)
-    def workstation_history(self, code: CodeParam, store: Store) -> list[WorkstationView]:
+    def workstation_history(
+        self, code: CodeParam, store: NamedDependency[Store]
+    ) -> list[WorkstationView]:
         """Every version, oldest first, with who wrote it and when."""
         _existing(store, code)
         return [_view(item) for item in repository.history(store, code)]

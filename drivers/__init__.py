@@ -1,0 +1,1 @@
+"""Hardware drivers, one folder per integration."""

@@ -1,0 +1,1 @@
+"""CPS and Vitale cards through PC/SC (cards issue)."""

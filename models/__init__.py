@@ -1,0 +1,1 @@
+"""Local LLM registry and loaders (LLM issue)."""
