@@ -375,6 +375,9 @@ escrowed master.key to $CRED_DIR (0600 root) and re-run (refusing to create a ne
     else
         prod_keys_plain
     fi
+    # Whatever put a secret here (a restore, a rekey), it stays root-only.
+    find "$CRED_DIR" -type f \( ! -user root -o ! -group root \) -exec chown root:root {} +
+    find "$CRED_DIR" -type f -perm /0177 -exec chmod 0600 {} +
     if [[ -f "$CRED_DIR/master.key.previous" ]]; then
         warn "$CRED_DIR/master.key.previous (plaintext, from hygie db rekey) is still there:
 shred it once no backup made with the previous key is needed."

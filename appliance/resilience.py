@@ -45,7 +45,7 @@ class RetryPolicy:
     def _kwargs(self) -> dict[str, Any]:
         return {
             "stop": stop_after_attempt(self.attempts),
-            "wait": wait_exponential_jitter(initial=self.initial_wait_s, max=self.max_wait_s),
+            "wait": wait_exponential_jitter(multiplier=self.initial_wait_s, max=self.max_wait_s),
             "retry": retry_if_exception_type(self.retry_on),
             "reraise": True,
         }

@@ -141,7 +141,7 @@ def test_database_newer_than_software_is_refused(tmp_path: Path) -> None:
 
 def test_migration_numbering_is_checked(tmp_path: Path) -> None:
     store = _fresh(tmp_path)
-    with pytest.raises(StoreSchemaError, match="numbered 1..n"):
+    with pytest.raises(StoreSchemaError, match=r"numbered 1\.\.n"):
         apply_migrations(store, [Migration.sql("x", 2, "gap", "CREATE TABLE a (id INTEGER)")])
 
 
