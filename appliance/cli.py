@@ -11,19 +11,21 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
 
 import click
 
 from appliance import __version__
-from appliance.config import ConfigError, Settings, load_settings, settings_for_display
+from appliance.commands import (
+    EXIT_FAILURE,
+    cli_settings,
+    fail,
+    operator_errors,
+)
+from appliance.config import Settings, settings_for_display
 from appliance.keys import (
     CREDENTIALS_ENV,
     MASTER_KEY,
-    SecretError,
     init_secrets,
     load_master_key,
     new_master_key_text,
@@ -32,35 +34,9 @@ from appliance.keys import (
     write_secret,
 )
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 3
-EXIT_STORE = 4
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"hygie: {message}", err=True)
-    sys.exit(code)
-
-
-@contextmanager
-def _operator_errors() -> Iterator[None]:
-    """Turn the errors an operator can cause into messages and exit codes."""
-    from appliance.store import StoreError
-
-    try:
-        yield
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_CONFIG)
-    except (SecretError, StoreError) as exc:
-        _fail(str(exc), EXIT_STORE)
-
 
 def _settings() -> Settings:
-    with _operator_errors():
-        return load_settings()
+    return cli_settings()
 
 
 @click.group(help="Hygie appliance: Bilan Partagé de Médication at the pharmacy counter.")
@@ -94,7 +70,7 @@ def keys() -> None:
 def keys_init() -> None:
     """Create missing secrets (master key, audit signing key, JWT keys); never overwrite."""
     settings = _settings()
-    with _operator_errors():
+    with operator_errors():
         created = init_secrets(settings)
     for path in created:
         click.echo(f"created {path}")
@@ -116,7 +92,7 @@ def db_migrate() -> None:
     from appliance.store import Store, apply_migrations
 
     settings = _settings()
-    with _operator_errors():
+    with operator_errors():
         master = load_master_key(settings)
         targets = [
             (settings.domain_db_path, domain_key(master), domain_migrations()),
@@ -145,7 +121,7 @@ def db_check() -> None:
 
     settings = _settings()
     problems = 0
-    with _operator_errors():
+    with operator_errors():
         master = load_master_key(settings)
         targets = [
             (settings.domain_db_path, domain_key(master), domain_migrations()),
@@ -185,12 +161,12 @@ def db_rekey() -> None:
     from appliance.store.sqlcipher import open_connection
 
     settings = _settings()
-    with _operator_errors():
+    with operator_errors():
         current_path = secret_path(settings, MASTER_KEY)
         if os.environ.get(CREDENTIALS_ENV) and current_path.is_relative_to(
             Path(os.environ[CREDENTIALS_ENV])
         ):
-            _fail(
+            fail(
                 "the master key comes from a systemd credential: run 'hygie db rekey' as root "
                 "outside the unit, then re-encrypt the credential (sudo ./install.sh --prod)",
                 EXIT_FAILURE,
@@ -232,7 +208,7 @@ def audit_verify() -> None:
     from appliance.audit import format_result, open_audit_log
 
     settings = _settings()
-    with _operator_errors():
+    with operator_errors():
         log = open_audit_log(settings, load_master_key(settings))
         try:
             result = log.verify()
@@ -249,7 +225,7 @@ def audit_checkpoint() -> None:
     from appliance.audit import open_audit_log
 
     settings = _settings()
-    with _operator_errors():
+    with operator_errors():
         log = open_audit_log(settings, load_master_key(settings))
         try:
             checkpoint = log.checkpoint()
@@ -300,7 +276,7 @@ def worker() -> None:
 
     settings = _settings()
     configure_logging(settings)
-    with _operator_errors():
+    with operator_errors():
         platform = open_platform(settings)
     huey = create_huey(settings)
     register_tasks(huey, platform, INSTALLED_SERVICES)
@@ -309,6 +285,18 @@ def worker() -> None:
         consumer.run()
     finally:
         platform.close()
+
+
+def _mount_service_commands() -> None:
+    """Each service may bring a command group; the composition root mounts it."""
+    from appliance.registry import INSTALLED_SERVICES
+
+    for plugin in INSTALLED_SERVICES:
+        if plugin.cli is not None:
+            main.add_command(plugin.cli)
+
+
+_mount_service_commands()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import click
+
 from appliance.store import Migration
 
 if TYPE_CHECKING:
@@ -26,3 +28,5 @@ class ServicePlugin:
     controllers: Sequence[Any] = field(default_factory=tuple)
     migrations: Sequence[Migration] = field(default_factory=tuple)
     register_tasks: Callable[[Huey, Platform], None] | None = None
+    cli: click.Group | None = None
+    """Commands mounted as ``hygie <group name> ...`` (e.g. ``hygie catalog import``)."""

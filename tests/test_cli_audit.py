@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from appliance.audit import AuditEvent
-from appliance.cli import EXIT_FAILURE, main
+from appliance.cli import main
+from appliance.commands import EXIT_FAILURE
 from appliance.config import Settings
 from appliance.keys import load_master_key
 from appliance.platform import Platform, audit_key

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from appliance.cli import EXIT_CONFIG, main
+from appliance.cli import main
+from appliance.commands import EXIT_CONFIG
 from appliance.config import ConfigError, Environment, load_settings, settings_for_display
 
 

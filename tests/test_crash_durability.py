@@ -22,6 +22,7 @@ import pytest
 from appliance.platform import load_token_service, open_platform
 from services.workstations import store as repository
 from tests.helpers_server import (
+    free_port,
     log_tail,
     prepare_appliance,
     run_cli,
@@ -29,7 +30,6 @@ from tests.helpers_server import (
     start_process,
     stop_process,
     wait_until_live,
-    free_port,
 )
 
 WRITERS = 6
@@ -54,6 +54,7 @@ class Burst:
         self.ack_count = 0
         self.unexpected: list[str] = []  # non-2xx answers before the kill
         self.enough = threading.Event()
+        self.cut_off = 0  # writers whose request failed because the server was gone
 
     def _ack(self, code: str, version: int, action: str) -> None:
         with self.lock:
@@ -84,7 +85,10 @@ class Burst:
                         if not self._record(response, code, "update"):
                             break
                 except httpx.TransportError:
-                    return  # the server is gone: everything after this is unacknowledged
+                    # the server is gone: the request in flight is not acknowledged
+                    with self.lock:
+                        self.cut_off += 1
+                    return
 
     def _record(self, response: httpx.Response, code: str, action: str) -> bool:
         if response.is_success:
@@ -122,6 +126,8 @@ def test_kill_9_during_write_burst_loses_no_acknowledged_write(tmp_path: Path) -
         # the writers are still sending: kill the server in the middle of their requests
         os.kill(proc.pid, signal.SIGKILL)
         killed_at_acks = burst.ack_count
+        for thread in threads:  # each writer stops on its own when its request fails
+            thread.join(timeout=15)
     finally:
         burst.stop.set()
         stop_process(proc)
@@ -130,8 +136,14 @@ def test_kill_9_during_write_burst_loses_no_acknowledged_write(tmp_path: Path) -
     assert proc.returncode == -signal.SIGKILL
     assert reached, f"only {burst.ack_count} writes acknowledged in {BURST_TIMEOUT_S} s"
     assert not any(thread.is_alive() for thread in threads)
+    assert burst.cut_off == WRITERS, "every writer must have been cut off by the kill"
     assert burst.unexpected == [], burst.unexpected[:5]
     assert killed_at_acks >= KILL_AFTER_ACKS
+
+    print(
+        f"killed after {killed_at_acks} acknowledged writes "
+        f"({len(burst.acked)} workstations, {burst.cut_off} requests cut off)"
+    )
 
     # Every acknowledged write survived, with its version and content.
     platform = open_platform(settings)

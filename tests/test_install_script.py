@@ -101,6 +101,18 @@ def test_second_dev_run_is_fast_and_changes_nothing() -> None:
     stamp = ROOT / ".venv" / ".hygie-install-stamp"
     if not stamp.is_file():
         pytest.skip("this checkout was not installed by ./install.sh --dev")
+    # Fail before running install.sh if the checkout changed since it last ran (it would
+    # reinstall into the venv running this very test).
+    current = subprocess.run(
+        ["bash", "-c", "source ./install.sh && stamp_value"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert current == stamp.read_text(encoding="utf-8"), (
+        "pyproject.toml or the package folders changed since ./install.sh --dev ran: re-run it"
+    )
     keys = ROOT / "var" / "keys"
     assert keys.is_dir(), "./install.sh --dev should have created var/keys"
     keys_before = snapshot(keys)

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from appliance.audit import AUDIT_MIGRATIONS
-from appliance.cli import EXIT_STORE, main
+from appliance.cli import main
+from appliance.commands import EXIT_STORE
 from appliance.config import Settings
 from appliance.keys import MASTER_KEY, new_master_key_text, write_secret
 from appliance.platform import open_platform
