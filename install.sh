@@ -299,16 +299,12 @@ Restore the escrowed secret as $CRED_DIR/$name (0600 root) and re-run $0 --prod.
 
     log "keys: hygie keys init"
     run_hygie_prod "$WORK_DIR" keys init
-    log "keys: hygie db migrate"
-    run_hygie_prod "$WORK_DIR" db migrate
-
+    # Persist (and verify) before migrating, so a failing migration never loses a new key.
     for f in "$WORK_DIR"/*; do
         [[ -f "$f" ]] || continue
         name="$(basename "$f")"
-        if cred_matches "$name" "$f"; then
-            :
-        else
-            systemd-creds encrypt --with-key=auto --name="$name" "$f" "$CRED_DIR/.$name.cred.new" >/dev/null
+        if ! cred_matches "$name" "$f"; then
+            systemd-creds encrypt --with-key=auto --name="$name" "$f" "$CRED_DIR/.$name.cred.new"
             chmod 0600 "$CRED_DIR/.$name.cred.new"
             systemd-creds decrypt --newline=no --name="$name" "$CRED_DIR/.$name.cred.new" - |
                 cmp -s - "$f" || die "encrypted $name does not decrypt back: kept the plaintext"
@@ -320,6 +316,8 @@ Restore the escrowed secret as $CRED_DIR/$name (0600 root) and re-run $0 --prod.
             log "keys: removed the plaintext $CRED_DIR/$name (kept encrypted only)"
         fi
     done
+    log "keys: hygie db migrate"
+    run_hygie_prod "$WORK_DIR" db migrate
     cleanup_work_dir
     trap - EXIT
 }

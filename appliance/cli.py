@@ -277,7 +277,7 @@ def worker() -> None:
     settings = _settings()
     configure_logging(settings)
     with operator_errors():
-        platform = open_platform(settings)
+        platform = open_platform(settings, with_tokens=False)
     huey = create_huey(settings)
     register_tasks(huey, platform, INSTALLED_SERVICES)
     consumer = huey.create_consumer(workers=settings.worker_threads, worker_type="thread")

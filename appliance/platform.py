@@ -24,7 +24,8 @@ class Platform:
     settings: Settings
     store: Store
     audit: AuditLog
-    tokens: TokenService
+    tokens: TokenService | None
+    """Present in the server; the worker runs without the token signing keys (least privilege)."""
 
     def close(self) -> None:
         self.store.close()
@@ -46,7 +47,7 @@ def load_token_service(settings: Settings) -> TokenService:
         raise SecretError(str(exc)) from exc
 
 
-def open_platform(settings: Settings) -> Platform:
+def open_platform(settings: Settings, *, with_tokens: bool = True) -> Platform:
     """Open every encrypted resource of the appliance (raises SecretError or StoreError)."""
     master = load_master_key(settings)
     store = Store.open(
@@ -54,7 +55,7 @@ def open_platform(settings: Settings) -> Platform:
     )
     try:
         audit = open_audit_log(settings, master)
-        tokens = load_token_service(settings)
+        tokens = load_token_service(settings) if with_tokens else None
     except BaseException:
         store.close()
         raise

@@ -79,6 +79,7 @@ def client(settings: Settings) -> Iterator[TestClient]:  # type: ignore[type-arg
 @pytest.fixture
 def token_for(platform: Platform) -> Callable[..., str]:
     def make(*scopes: str, subject: str = "user-test", role: str = "pharmacien_titulaire") -> str:
+        assert platform.tokens is not None
         return platform.tokens.issue(subject=subject, role=role, scopes=scopes or ALL_SCOPES)
 
     return make
@@ -91,4 +92,5 @@ def auth(token_for: Callable[..., str]) -> dict[str, str]:
 
 @pytest.fixture
 def tokens(platform: Platform) -> TokenService:
+    assert platform.tokens is not None
     return platform.tokens
