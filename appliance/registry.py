@@ -5,9 +5,10 @@ from __future__ import annotations
 from appliance.plugin import ServicePlugin
 from appliance.store import Migration
 from appliance.tasks import PLATFORM_MIGRATIONS
+from services.medications import PLUGINS as MEDICATIONS
 from services.workstations import PLUGIN as WORKSTATIONS
 
-INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (WORKSTATIONS,)
+INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (WORKSTATIONS, *MEDICATIONS)
 
 
 def domain_migrations(plugins: tuple[ServicePlugin, ...] = INSTALLED_SERVICES) -> list[Migration]:
