@@ -14,7 +14,7 @@ from litestar.testing import TestClient
 from appliance.cli import main
 from appliance.config import Settings
 from appliance.platform import Platform
-from services.medications import PLUGINS, knowledge_editions
+from services.medications import PLUGINS, interactions_for_specialities, knowledge_editions
 from services.medications import store as repository
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bdpm-mini"
@@ -309,3 +309,15 @@ def test_knowledge_and_interactions_endpoints(
     assert items[0]["level"] == "precaution-emploi"
     assert items[0]["source_text"]["conduct"]
     assert items[0]["sources"][0]["edition"] == "2019-09"
+
+
+def test_interactions_between_specialities_use_substance_codes(
+    imported: Result, platform: Platform
+) -> None:
+    """Warfarin has no ATC code in BDPM, yet COUMADINE + KARDEGIC is found (substances)."""
+    coumadine, kardegic = "63245753", "64755969"
+    found = interactions_for_specialities(platform.store, [coumadine, kardegic])
+    assert found
+    assert found[0].level == "contre-indication"
+    with pytest.raises(KeyError):
+        interactions_for_specialities(platform.store, ["99999999", coumadine])

@@ -51,6 +51,25 @@ def interactions_for(
     return thesaurus.check(keys, with_source=with_source)
 
 
+def interactions_for_specialities(
+    store: Store, cis_list: Sequence[str], *, with_source: bool = False
+) -> list[InteractionView]:
+    """Interactions between catalog specialities (by CIS), most severe first.
+
+    Preferred over ATC codes: a speciality is matched through its BDPM substance codes as
+    well as its ATC code, and a third of the catalog has no ATC code (see the docs).
+    Unknown CIS raise ``KeyError``.
+    """
+    thesaurus = current_thesaurus(store)
+    drugs: dict[str, set[str]] = {}
+    for cis in cis_list:
+        found = _repository.drug_keys(store, thesaurus, cis)
+        if found is None:
+            raise KeyError(cis)
+        drugs[found[0]] = found[1]
+    return thesaurus.check(drugs, with_source=with_source)
+
+
 PLUGIN = ServicePlugin(
     name="medications",
     controllers=(MedicationController,),
@@ -68,5 +87,6 @@ __all__ = [
     "Thesaurus",
     "current_thesaurus",
     "interactions_for",
+    "interactions_for_specialities",
     "knowledge_editions",
 ]

@@ -75,13 +75,16 @@ class ParsedThesaurus(msgspec.Struct, frozen=True, kw_only=True):
     warnings: tuple[str, ...]
 
 
-def read_pdf_words(path: Path) -> list[PdfWord]:
-    """Every word of a PDF with its page, position, font and size (needs pdfplumber)."""
+def read_pdf_words(path: Path, pages: Iterable[int] | None = None) -> list[PdfWord]:
+    """Every word of a PDF (or of some 1-based ``pages``) with position, font and size."""
     import pdfplumber
 
     words: list[PdfWord] = []
+    wanted = set(pages) if pages is not None else None
     with pdfplumber.open(str(path)) as pdf:
         for number, page in enumerate(pdf.pages, start=1):
+            if wanted is not None and number not in wanted:
+                continue
             for word in page.extract_words(extra_attrs=["fontname", "size"]):
                 words.append(
                     PdfWord(
