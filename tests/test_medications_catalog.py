@@ -321,3 +321,30 @@ def test_interactions_between_specialities_use_substance_codes(
     assert found[0].level == "contre-indication"
     with pytest.raises(KeyError):
         interactions_for_specialities(platform.store, ["99999999", coumadine])
+
+
+def test_import_from_url(env: dict[str, str], platform: Platform) -> None:
+    """``--url`` downloads the seven files (here from a loopback server) and imports them."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(FIXTURE))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{{name}}"
+        result = CliRunner().invoke(main, ["catalog", "import", "--url", url, "--edition", "web"])
+        missing = CliRunner().invoke(
+            main, ["catalog", "import", "--url", url.replace("{name}", "x/{name}")]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 0, result.output
+    assert "catalog web#" in result.output
+    assert _counts(platform)["med_specialities"] == 289
+    assert missing.exit_code == 1
+    assert "cannot download" in missing.output

@@ -35,3 +35,56 @@ def test_full_bdpm_import(env: dict[str, str], platform: Platform) -> None:
     # warfarin (COUMADINE) + aspirin (KARDEGIC): contraindicated at some doses
     found = interactions_for_specialities(platform.store, ["63245753", "64755969"])
     assert found[0].level == "contre-indication"
+
+
+THESAURUS = ROOT.parent / "shared" / "data" / "ansm-thesaurus-2019-09"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not THESAURUS.exists(), reason="shared ANSM PDFs not available")
+def test_thesaurus_import_regenerates_the_bundled_knowledge(
+    env: dict[str, str], platform: Platform, tmp_path: Path
+) -> None:
+    """The importer run on the official PDFs gives the pairs and levels of the bundled file."""
+    from services.medications import current_thesaurus
+    from services.medications.thesaurus import bundled_path, decode
+
+    runner = CliRunner()
+    refused = runner.invoke(
+        main,
+        [
+            "interactions",
+            "import",
+            str(THESAURUS / "Thesaurus_09_2019.pdf"),
+            "--classes",
+            str(THESAURUS / "index_classes_09_2019.pdf"),
+        ],
+    )
+    assert refused.exit_code == 1
+    assert "import the BDPM catalog first" in refused.output
+    assert runner.invoke(main, ["catalog", "import", str(BDPM)]).exit_code == 0
+    output = tmp_path / "thesaurus.json"
+    result = runner.invoke(
+        main,
+        [
+            "interactions",
+            "import",
+            str(THESAURUS / "Thesaurus_09_2019.pdf"),
+            "--classes",
+            str(THESAURUS / "index_classes_09_2019.pdf"),
+            "--substances",
+            str(THESAURUS / "index_des_substances_09_2019.pdf"),
+            "--output",
+            str(output),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "1531 pairs" in result.output
+    fresh = decode(output.read_bytes())
+    bundled = decode(bundled_path().read_bytes())
+    assert {(i.a, i.b, i.level) for i in fresh.interactions} == {
+        (i.a, i.b, i.level) for i in bundled.interactions
+    }
+    assert current_thesaurus(platform.store).edition == "2019-09"
+    last = platform.audit.entries()[-1]
+    assert (last.object_type, last.outcome) == ("thesaurus", "success")
