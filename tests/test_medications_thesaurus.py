@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,3 +191,22 @@ def test_spot_check_against_the_pdf() -> None:
             assert found == printed, (a, b)
             checked += 1
     assert checked >= 25
+
+
+def test_an_edition_imported_on_site_takes_precedence(platform: Any) -> None:
+    import msgspec
+
+    from services.medications import knowledge_editions
+    from services.medications.store import record_thesaurus
+    from services.medications.thesaurus import encode
+
+    bundled = decode(bundled_path().read_bytes())
+    newer = msgspec.structs.replace(
+        bundled, edition="2099-01", interactions=bundled.interactions[:5]
+    )
+    assert current_thesaurus(platform.store).edition == "2019-09"
+    record_thesaurus(platform.store, "2099-01", "0" * 64, encode(newer), "system:cli")
+    assert current_thesaurus(platform.store).edition == "2099-01"
+    assert len(current_thesaurus(platform.store).data.interactions) == 5
+    assert knowledge_editions(platform.store)["thesaurus"] == "ansm-2099-01"
+    assert current_thesaurus().edition == "2019-09"

@@ -37,6 +37,7 @@ from services.medications.models import (
     StatusChange,
 )
 from services.medications.thesaurus import Thesaurus
+from services.medications.thesaurus import cached as cached_thesaurus
 from services.medications.thesaurus import load as load_thesaurus
 
 COMPONENT = "medications"
@@ -477,8 +478,20 @@ def search(
 
 def thesaurus_in_force(store: Store | None) -> Thesaurus:
     """The last edition imported on this appliance, else the bundled data file."""
-    stored = stored_thesaurus(store) if store is not None else None
-    return load_thesaurus(stored[1] if stored else None)
+    row = (
+        store.db.execute("SELECT max(import_id) FROM med_thesaurus").fetchone()
+        if store is not None
+        else None
+    )
+    if store is None or row is None or row[0] is None:
+        return load_thesaurus()
+    key = f"store:{store.path}:{row[0]}"
+    found = cached_thesaurus(key)
+    if found is not None:
+        return found
+    stored = stored_thesaurus(store)
+    assert stored is not None
+    return load_thesaurus(stored[1], cache_key=key)
 
 
 def drug_keys(store: Store, thesaurus: Thesaurus, cis: str) -> tuple[str, set[str]] | None:
