@@ -269,6 +269,11 @@ def test_names_of_the_thesaurus() -> None:
     assert "AMLODIPINE" in name_keys("AMLODIPINE (BÉSILATE D')")
     assert "AMBROXOL" in name_keys("CHLORHYDRATE D'AMBROXOL")
     assert "PANTOPRAZOLE" in name_keys("PANTOPRAZOLE SODIQUE SESQUIHYDRATÉ")
+    assert "CALCIUM" in name_keys("CARBONATE DE CALCIUM")
+    assert "CALCIUM" not in name_keys("FOLINATE DE CALCIUM")
+    assert "CALCIUM" not in name_keys("CALCIUM (FOLINATE DE)")
+    assert "CALCIUM" in name_keys("CALCIUM (CARBONATE DE)")
+    assert "SODIUM" not in name_keys("ALENDRONATE DE SODIUM TRIHYDRATÉ")
     assert split_members("(a, b (sel de), c)") == (["a", "b (sel de)", "c"], True)
     assert split_members("(adrenaline") == (["adrenaline"], False)
     assert split_see_also("Voir : a - b c") == ["a", "b c"]

@@ -112,6 +112,62 @@ _SALT_SUFFIXES = {
 }
 
 
+COUNTER_IONS = frozenset(
+    {
+        "ACETATE",
+        "ASCORBATE",
+        "ASPARTATE",
+        "BESILATE",
+        "BESYLATE",
+        "BICARBONATE",
+        "BITARTRATE",
+        "BROMHYDRATE",
+        "BROMURE",
+        "CARBONATE",
+        "CHLORHYDRATE",
+        "CHLORURE",
+        "CITRATE",
+        "DICHLORHYDRATE",
+        "DIHYDROGENOPHOSPHATE",
+        "EMBONATE",
+        "FLUORURE",
+        "FUMARATE",
+        "GLUCONATE",
+        "GLYCEROPHOSPHATE",
+        "HYDROGENOCARBONATE",
+        "HYDROGENOMALATE",
+        "HYDROGENOPHOSPHATE",
+        "HYDROGENOSULFATE",
+        "HYDROGENOTARTRATE",
+        "HYDROXYDE",
+        "IODHYDRATE",
+        "IODURE",
+        "LACTATE",
+        "MALATE",
+        "MALEATE",
+        "MESILATE",
+        "MESYLATE",
+        "NITRATE",
+        "OXALATE",
+        "OXYDE",
+        "PAMOATE",
+        "PHOSPHATE",
+        "PIDOLATE",
+        "SUCCINATE",
+        "SULFATE",
+        "TARTRATE",
+        "TOSILATE",
+    }
+)
+"""Salt-forming partners: ``CHLORHYDRATE D'AMBROXOL`` is ambroxol, ``CARBONATE DE CALCIUM``
+is calcium, but ``FOLINATE DE CALCIUM`` is folinic acid, not calcium (not in this list)."""
+
+
+def _drop_counter_ion(match: re.Match[str]) -> str:
+    inside = fold(match.group(1)).split(" ")
+    return "" if inside and inside[0] in COUNTER_IONS | _SALT_SUFFIXES else match.group(0)
+
+
 def name_keys(name: str) -> list[str]:
     """Folded forms a substance name is looked up under, most exact first.
 
@@ -119,13 +175,14 @@ def name_keys(name: str) -> list[str]:
     ``PANTOPRAZOLE SODIQUE SESQUIHYDRATÉ``); the thesaurus names the moiety.
     """
     keys = [fold(name), fold(uninvert(name))]
-    bare = re.sub(r"\s*\([^()]*\)", "", name).strip()
+    # « AMLODIPINE (BÉSILATE D') » is amlodipine; « CALCIUM (FOLINATE DE) » is not calcium.
+    bare = re.sub(r"\s*\(([^()]*)\)", _drop_counter_ion, name).strip()
     keys.append(fold(bare))
     words = fold(bare).split(" ")
     while len(words) > 1 and words[-1] in _SALT_SUFFIXES:
         words = words[:-1]
     keys.append(" ".join(words))
-    if len(words) > 2 and words[0].endswith(("ATE", "URE", "IDE")) and words[1] in {"DE", "D"}:
+    if len(words) > 2 and words[0] in COUNTER_IONS and words[1] in {"DE", "D"}:
         keys.append(" ".join(words[2:]))
     return list(dict.fromkeys(key for key in keys if key))
 
