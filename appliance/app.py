@@ -33,7 +33,9 @@ from appliance.platform import open_platform
 from appliance.plugin import ServicePlugin
 from appliance.problems import EXCEPTION_HANDLERS
 from appliance.registry import INSTALLED_SERVICES, domain_migrations
+from appliance.security.ratelimit import RateLimitMiddleware
 from appliance.store import StoreError
+from appliance.tls import TLSController
 
 PUBLIC_PATHS = ["^/health/", "^/metrics", "^/schema"]
 _log = get_logger("hygie.app")
@@ -72,7 +74,7 @@ def create_app(
     settings = settings or load_settings()
     plugins = tuple(INSTALLED_SERVICES if plugins is None else plugins)
     configure_logging(settings)
-    controllers: list[Any] = [HealthController, _Metrics]
+    controllers: list[Any] = [HealthController, _Metrics, TLSController]
     for plugin in plugins:
         controllers.extend(plugin.controllers)
     middleware: list[Any] = [RequestIdMiddleware()]
@@ -80,6 +82,14 @@ def create_app(
     if tracing is not None:
         middleware.append(tracing.middleware)
     middleware.append(prometheus_config(settings).middleware)
+    if settings.rate_limit_enabled:
+        middleware.append(
+            RateLimitMiddleware(
+                per_client=settings.rate_limit_per_client,
+                auth_per_client=settings.rate_limit_auth_per_client,
+                window_s=settings.rate_limit_window_s,
+            )
+        )
     middleware.append(DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS))
     openapi = OpenAPIConfig(
         title="Hygie appliance API",

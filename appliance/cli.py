@@ -33,6 +33,7 @@ from appliance.keys import (
     secret_path,
     write_secret,
 )
+from appliance.tls import tls as tls_commands
 
 
 def _settings() -> Settings:
@@ -237,22 +238,31 @@ def audit_checkpoint() -> None:
 @main.command()
 @click.option("--host", default=None, help="Address to bind (default from settings: 127.0.0.1).")
 @click.option("--port", default=None, type=click.IntRange(1, 65535), help="Port (default 8000).")
-def serve(host: str | None, port: int | None) -> None:
-    """Run the HTTP server (and, in dev, a task worker beside it)."""
+@click.option(
+    "--tls/--no-tls",
+    default=None,
+    help="Serve HTTPS, TLS 1.3 only (default: on in prod, off in dev; see 'hygie tls init').",
+)
+def serve(host: str | None, port: int | None, tls: bool | None) -> None:
+    """Run the HTTP(S) server (and, in dev, a task worker beside it)."""
     import uvicorn
 
+    from appliance.tls import uvicorn_config
+
     settings = _settings()
-    worker = _spawn_worker() if settings.runs_embedded_worker else None
-    try:
-        uvicorn.run(
+    use_tls = settings.serves_tls if tls is None else tls
+    with operator_errors():
+        config = uvicorn_config(
+            settings,
             "appliance.app:create_app",
             factory=True,
             host=host or settings.host,
             port=port or settings.port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
+            tls=use_tls,
         )
+    worker = _spawn_worker() if settings.runs_embedded_worker else None
+    try:
+        uvicorn.Server(config).run()
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGINT)
@@ -297,6 +307,7 @@ def _mount_service_commands() -> None:
 
 
 _mount_service_commands()
+main.add_command(tls_commands)
 
 
 if __name__ == "__main__":

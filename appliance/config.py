@@ -8,6 +8,7 @@ key, the place it came from and the reason: a pharmacy box must not start half-c
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -71,11 +72,76 @@ class Settings(BaseModel):
     embedded_worker: bool | None = None
     """Run the task worker as a child of ``hygie serve``; defaults to on in dev, off in prod."""
 
+    # Identity and access (services/identity, appliance/security, appliance/tls).
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+$")
+    """Base URL the counter terminals use (the OpenID Connect issuer), e.g.
+    ``https://hygie.local:8000``; derived from host, port and TLS when unset."""
+    timezone: str = "Europe/Paris"
+    """Time zone of the pharmacy: the PIN quick switch is valid until local midnight."""
+    tls_enabled: bool | None = None
+    """Serve HTTPS, TLS 1.3 only; defaults to on in prod, off in dev."""
+    tls_names: str = ""
+    """Extra DNS names for the server certificate, comma-separated."""
+    tls_addresses: str = ""
+    """Extra IP addresses for the server certificate, comma-separated."""
+    tls_cert_days: int = Field(default=397, ge=1, le=825)
+    access_token_ttl_s: int = Field(default=300, ge=30, le=3600)
+    refresh_token_idle_ttl_s: int = Field(default=1800, ge=60, le=86_400)
+    refresh_token_max_ttl_s: int = Field(default=43_200, ge=300, le=604_800)
+    auth_code_ttl_s: int = Field(default=60, ge=5, le=600)
+    login_request_ttl_s: int = Field(default=600, ge=30, le=3600)
+    password_min_length: int = Field(default=12, ge=8, le=64)
+    argon2_time_cost: int = Field(default=3, ge=1, le=10)
+    argon2_memory_kib: int = Field(default=65_536, ge=1024, le=1_048_576)
+    argon2_parallelism: int = Field(default=4, ge=1, le=16)
+    lockout_threshold: int = Field(default=5, ge=1, le=100)
+    """Failed logins of one account before it is locked (the delay then doubles each time)."""
+    lockout_address_threshold: int = Field(default=20, ge=1, le=10_000)
+    """Failed logins from one client address before that address is locked."""
+    lockout_base_delay_s: float = Field(default=30.0, gt=0, le=3600)
+    lockout_max_delay_s: float = Field(default=900.0, gt=0, le=86_400)
+    lockout_reset_after_s: float = Field(default=3600.0, gt=0, le=604_800)
+    """Failures older than this (since the last one) are forgotten."""
+    pin_max_failures: int = Field(default=3, ge=1, le=10)
+    rate_limit_enabled: bool = True
+    rate_limit_window_s: float = Field(default=60.0, gt=0, le=3600)
+    rate_limit_per_client: int = Field(default=1200, ge=1)
+    """Requests per window and client address, on every route but the probes."""
+    rate_limit_auth_per_client: int = Field(default=30, ge=1)
+    """Requests per window and client address on the login and token endpoints."""
+    federation_issuer: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    """External OpenID provider (e.g. Pro Santé Connect); its client secret is the secret
+    ``oidc-federation-client-secret``."""
+    federation_client_id: str | None = None
+    federation_name: str = "Pro Santé Connect"
+    federation_scopes: str = "openid"
+    federation_claim: str = "SubjectNameID"
+    """ID-token claim naming the local user (PSC: ``SubjectNameID``, ``8`` + RPPS)."""
+    federation_match: Literal["rpps", "username"] = "rpps"
+    web_client_redirect_uris: str = ""
+    """Extra redirect URIs of the built-in web client ``hygie-web``, comma-separated."""
+
     @property
     def runs_embedded_worker(self) -> bool:
         if self.embedded_worker is None:
             return self.env is Environment.DEV
         return self.embedded_worker
+
+    @property
+    def serves_tls(self) -> bool:
+        return self.env is Environment.PROD if self.tls_enabled is None else self.tls_enabled
+
+    @property
+    def issuer_url(self) -> str:
+        """The OpenID Connect issuer: ``public_url``, else built from host, port and TLS."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind is not a name
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.serves_tls else 'http'}://{host}:{self.port}"
 
     @property
     def data_path(self) -> Path:

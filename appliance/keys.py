@@ -22,6 +22,8 @@ from appliance.config import Settings
 MASTER_KEY = "master.key"
 AUDIT_SIGNING_KEY = "audit-signing.pem"
 JWT_SIGNING_KEYS = "jwt-signing.json"
+FIELD_KEY = "field.key"
+"""Key of the field-level encryption (appliance.fieldcrypto), separate from the master key."""
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 MASTER_KEY_BYTES = 32
 
@@ -126,6 +128,8 @@ SECRET_FACTORIES = {
     MASTER_KEY: new_master_key_text,
     AUDIT_SIGNING_KEY: new_audit_signing_key_pem,
     JWT_SIGNING_KEYS: new_jwt_key_set,
+    # Same shape as the master key (256 bits, hex) but independent of it: see fieldcrypto.
+    FIELD_KEY: new_master_key_text,
 }
 
 

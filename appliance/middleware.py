@@ -1,4 +1,7 @@
-"""ASGI middleware of the platform: request ids with access logs, and bearer authentication."""
+"""ASGI middleware of the platform: request ids with access logs, and bearer authentication.
+
+Rate limiting lives in :mod:`appliance.security.ratelimit`.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from appliance.observability import get_logger
 from appliance.request_id import REQUEST_ID_HEADER, request_id_for
 from appliance.security import InvalidTokenError, TokenService
+from appliance.security.revocation import is_revoked
 
 _log = get_logger("hygie.access")
 
@@ -82,4 +86,12 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
                 str(exc),
                 headers={"WWW-Authenticate": 'Bearer realm="hygie", error="invalid_token"'},
             ) from exc
+        platform = getattr(connection.app.state, "platform", None)
+        if platform is None:
+            raise NotAuthorizedException("token verification is unavailable (store not ready)")
+        if is_revoked(platform.store, principal):
+            raise NotAuthorizedException(
+                "invalid access token: revoked",
+                headers={"WWW-Authenticate": 'Bearer realm="hygie", error="invalid_token"'},
+            )
         return AuthenticationResult(user=principal.subject, auth=principal)

@@ -42,7 +42,9 @@ def audit_key(master_key: bytes) -> bytes:
 
 def load_token_service(settings: Settings) -> TokenService:
     try:
-        return TokenService.from_jwks_json(read_secret(settings, JWT_SIGNING_KEYS))
+        return TokenService.from_jwks_json(
+            read_secret(settings, JWT_SIGNING_KEYS), issuer=settings.issuer_url
+        )
     except ValueError as exc:
         raise SecretError(str(exc)) from exc
 

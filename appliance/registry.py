@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from appliance.plugin import ServicePlugin
+from appliance.security.revocation import SECURITY_MIGRATIONS
 from appliance.store import Migration
 from appliance.tasks import PLATFORM_MIGRATIONS
+from services.identity import PLUGINS as IDENTITY
 from services.medications import PLUGINS as MEDICATIONS
+from services.patients import PLUGIN as PATIENTS
 from services.workstations import PLUGIN as WORKSTATIONS
 
-INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (WORKSTATIONS, *MEDICATIONS)
+INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (*IDENTITY, WORKSTATIONS, *MEDICATIONS, PATIENTS)
 
 
 def domain_migrations(plugins: tuple[ServicePlugin, ...] = INSTALLED_SERVICES) -> list[Migration]:
     """Every migration of the domain database: the platform's, then each service's."""
-    migrations = list(PLATFORM_MIGRATIONS)
+    migrations = [*PLATFORM_MIGRATIONS, *SECURITY_MIGRATIONS]
     for plugin in plugins:
         migrations.extend(plugin.migrations)
     return migrations

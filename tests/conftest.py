@@ -19,8 +19,9 @@ from appliance.config import Settings, load_settings
 from appliance.platform import Platform, open_platform
 from appliance.security import TokenService
 from appliance.tasks import record_heartbeat
+from services.identity.roles import ALL_SCOPES, role_scopes
 
-ALL_SCOPES = ("workstations:read", "workstations:write")
+__all__ = ["ALL_SCOPES", "hygie_env"]  # ALL_SCOPES: every scope of the role table's catalogue
 
 
 def hygie_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -32,6 +33,12 @@ def hygie_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "HYGIE_KEY_DIR": str(tmp_path / "keys"),
         "HYGIE_MIN_FREE_DISK_MB": "1",
         "HYGIE_LOG_JSON": "true",
+        # Cheap password hashing and no rate limiting unless a test asks for them.
+        "HYGIE_ARGON2_TIME_COST": "1",
+        "HYGIE_ARGON2_MEMORY_KIB": "1024",
+        "HYGIE_ARGON2_PARALLELISM": "1",
+        "HYGIE_RATE_LIMIT_PER_CLIENT": "1000000",
+        "HYGIE_RATE_LIMIT_AUTH_PER_CLIENT": "1000000",
     }
     env.update(extra)
     return env
@@ -81,6 +88,17 @@ def token_for(platform: Platform) -> Callable[..., str]:
     def make(*scopes: str, subject: str = "user-test", role: str = "pharmacien_titulaire") -> str:
         assert platform.tokens is not None
         return platform.tokens.issue(subject=subject, role=role, scopes=scopes or ALL_SCOPES)
+
+    return make
+
+
+@pytest.fixture
+def role_token(platform: Platform) -> Callable[..., str]:
+    """An access token carrying exactly the scopes of ``role`` in the role table."""
+
+    def make(role: str, *, subject: str = "user-test") -> str:
+        assert platform.tokens is not None
+        return platform.tokens.issue(subject=subject, role=role, scopes=role_scopes(role))
 
     return make
 

@@ -177,9 +177,9 @@ def test_server_and_worker_commands() -> None:
     assert "network-online.target" in " ".join(values(server["Unit"], "After"))
     server_creds = {v.split(":")[0] for v in values(server["Service"], "LoadCredential")}
     worker_creds = {v.split(":")[0] for v in values(worker["Service"], "LoadCredential")}
-    assert server_creds == {"master.key", "audit-signing.pem", "jwt-signing.json"}
+    assert server_creds == {"master.key", "audit-signing.pem", "jwt-signing.json", "field.key"}
     # Least privilege: the worker never signs JWTs.
-    assert worker_creds == {"master.key", "audit-signing.pem"}
+    assert worker_creds == {"master.key", "audit-signing.pem", "field.key"}
 
 
 @pytest.mark.parametrize("unit", UNITS)

@@ -13,6 +13,10 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     scopes: frozenset[str]
     client_id: str = ""
     token_id: str = ""
+    issued_at: int = 0
+    """``iat`` of the token: a subject revoked after this instant is refused."""
+    auth_methods: frozenset[str] = frozenset()
+    """``amr`` of the login behind the token (``pwd``, ``pin``, ``fed``, ``cps``)."""
 
     def has_scopes(self, required: frozenset[str]) -> bool:
         return all(scope_allows(self.scopes, scope) for scope in required)
