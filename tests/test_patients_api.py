@@ -12,6 +12,7 @@ import pytest
 from appliance.config import Settings
 from appliance.keys import FIELD_KEY
 from appliance.platform import Platform
+from services.patients import dispensing_lines
 
 NIR = "262087503203977"
 NIR_2A = "184122A12345697"
@@ -314,6 +315,11 @@ def test_dispensing_history(client: Any, headers: dict[str, str], platform: Plat
     assert [item["dispensed_on"] for item in listed] == ["2024-05-10", "2024-04-02", "2024-03-01"]
     since = client.get(url, params={"since": "2024-04-01"}, headers=headers).json()
     assert len(since) == 2
+    public = dispensing_lines(platform.store, pid, since=date(2024, 4, 1))
+    assert [(line.cis, line.label) for line in public] == [
+        (None, "Préparation magistrale"),
+        ("61266250", None),
+    ]
 
     target = made[2]["id"]
     voided = client.delete(f"{url}/{target}", params={"expected_version": 1}, headers=headers)
