@@ -3,17 +3,29 @@ authorization code flow with PKCE, token requests."""
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from click.testing import CliRunner
+from litestar.testing import TestClient
+
+from appliance.app import create_app
+from appliance.cli import main
+from appliance.config import load_settings
 from appliance.platform import Platform
+from appliance.tasks import record_heartbeat
 from services.identity.accounts import CLI_ACTOR, Accounts
 from services.identity.logic import luhn_valid, pkce_challenge
 from services.identity.models import UserCreate
 from services.identity.roles import Role
+from tests.conftest import hygie_env
 
 PASSWORD = "Comptoir-2024!ok"
 WEB = "hygie-web"
@@ -167,3 +179,25 @@ def audit_actions(platform: Platform) -> list[tuple[str, str, str]]:
         (entry.action, entry.object_id, entry.outcome)
         for entry in platform.audit.entries(limit=100_000)
     ]
+
+
+@contextmanager
+def shared_client(tmp_path: Path, **settings_update: Any) -> Iterator[TestClient[Any]]:
+    """A started appliance for a whole test module (tests that only read, or that create
+    uniquely named accounts): one key and migration setup instead of one per test."""
+    (tmp_path / "hygie.toml").write_text("# test configuration\n")
+    values = hygie_env(tmp_path)
+    cleared: dict[str, str | None] = {
+        key: None
+        for key in os.environ
+        if key.startswith("HYGIE_") or key == "CREDENTIALS_DIRECTORY"
+    }
+    runner = CliRunner()
+    for args in (["keys", "init"], ["db", "migrate"]):
+        result = runner.invoke(main, args, env={**cleared, **values}, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    settings = load_settings(values).model_copy(update=settings_update)
+    app = create_app(settings)
+    with TestClient(app=app) as client:
+        record_heartbeat(app.state.platform.store, "test-worker")
+        yield client

@@ -37,9 +37,17 @@ from tests.identity_support import (
     make_user,
     refresh,
     rpps,
+    shared_client,
     start,
     submit,
 )
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient[Any]]:
+    """One appliance for the tests that only read or use their own accounts."""
+    with shared_client(tmp_path_factory.mktemp("oauth")) as test_client:
+        yield test_client
 
 
 def make_client(settings: Settings, **overrides: Any) -> Iterator[TestClient[Any]]:
@@ -52,7 +60,8 @@ def make_client(settings: Settings, **overrides: Any) -> Iterator[TestClient[Any
 # --- discovery --------------------------------------------------------------------------------
 
 
-def test_discovery_document_and_keys(client: TestClient[Any]) -> None:
+def test_discovery_document_and_keys(shared: TestClient[Any]) -> None:
+    client = shared
     doc = client.get("/.well-known/openid-configuration").json()
     issuer = doc["issuer"]
     assert issuer == "http://127.0.0.1:8000"
@@ -141,8 +150,9 @@ def test_scopes_are_what_was_asked_within_the_role(client: TestClient[Any]) -> N
     ],
 )
 def test_bad_requests_go_back_to_the_client_with_state(
-    client: TestClient[Any], change: dict[str, str | None], error: str
+    shared: TestClient[Any], change: dict[str, str | None], error: str
 ) -> None:
+    client = shared
     params = {
         "response_type": "code",
         "client_id": WEB,
@@ -171,8 +181,9 @@ def test_bad_requests_go_back_to_the_client_with_state(
     ],
 )
 def test_unknown_client_or_redirect_uri_is_never_redirected_to(
-    client: TestClient[Any], change: dict[str, str]
+    shared: TestClient[Any], change: dict[str, str]
 ) -> None:
+    client = shared
     params = {
         "response_type": "code",
         "client_id": WEB,
@@ -203,11 +214,12 @@ def test_code_is_single_use_and_replay_revokes_what_it_gave(client: TestClient[A
 
 
 @pytest.mark.parametrize("problem", ["verifier", "no-verifier", "redirect", "client", "expired"])
-def test_code_exchange_checks(client: TestClient[Any], problem: str) -> None:
+def test_code_exchange_checks(shared: TestClient[Any], problem: str) -> None:
+    client = shared
     platform = app_platform(client)
-    make_user(platform, "alain", "preparateur")
+    make_user(platform, f"alain-{problem}", "preparateur")
     auth = start(client)
-    code = code_from(submit(client, auth, username="alain", password=PASSWORD))
+    code = code_from(submit(client, auth, username=f"alain-{problem}", password=PASSWORD))
     extra: dict[str, Any] = {}
     verifier = auth.verifier
     if problem == "verifier":
@@ -217,12 +229,10 @@ def test_code_exchange_checks(client: TestClient[Any], problem: str) -> None:
     elif problem == "redirect":
         extra["redirect_uri"] = "http://127.0.0.1:8000/ui/other"
     elif problem == "client":
-        with platform.store.write():
-            pass
         extra["client_id"] = "not-a-client"
     elif problem == "expired":
         with platform.store.write() as db:
-            db.execute("UPDATE oauth_codes SET expires_at = 0")
+            db.execute("UPDATE oauth_codes SET expires_at = 0 WHERE used_at IS NULL")
     response = exchange(client, code, verifier, **extra)
     assert response.status_code in (400, 401)
     assert response.json()["error"] in ("invalid_grant", "invalid_client")
@@ -411,9 +421,9 @@ def test_client_credentials_for_an_integration(client: TestClient[Any]) -> None:
     ],
 )
 def test_token_endpoint_errors_are_rfc6749_json(
-    client: TestClient[Any], kwargs: dict[str, Any], error: str
+    shared: TestClient[Any], kwargs: dict[str, Any], error: str
 ) -> None:
-    response = client.post("/oauth/token", **kwargs)
+    response = shared.post("/oauth/token", **kwargs)
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"] == error
