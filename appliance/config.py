@@ -73,7 +73,7 @@ class Settings(BaseModel):
     """Run the task worker as a child of ``hygie serve``; defaults to on in dev, off in prod."""
 
     # Identity and access (services/identity, appliance/security, appliance/tls).
-    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+$")
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+/?$")
     """Base URL the counter terminals use (the OpenID Connect issuer), e.g.
     ``https://hygie.local:8000``; derived from host, port and TLS when unset."""
     timezone: str = "Europe/Paris"
