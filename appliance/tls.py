@@ -319,6 +319,7 @@ class TLSController(Controller):
     path = "/tls"
     tags = ["tls"]
     opt = PUBLIC
+    security = [{}]  # OpenAPI: no bearer token needed
 
     @get("/ca.pem", sync_to_thread=True, media_type="application/x-pem-file")
     def ca_pem(self, state: State) -> Response[bytes]:

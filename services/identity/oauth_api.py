@@ -41,6 +41,8 @@ from services.identity.oauth import (
 DEVICE_COOKIE = "hygie_device"
 DEVICE_COOKIE_MAX_AGE = 400 * 86_400
 LOGIN_OPT = {**PUBLIC, RATE_LIMIT_OPT: AUTH_CATEGORY}
+NO_AUTH: list[dict[str, list[str]]] = [{}]
+"""OpenAPI ``security`` of a public operation: no bearer token needed."""
 MAX_FIELD = 2048
 
 _templates = Environment(
@@ -235,19 +237,19 @@ class OAuthController(Controller):
     dependencies = IDENTITY_DEPENDENCIES
     exception_handlers = {ValidationException: _invalid_page_request}
 
-    @get("/.well-known/openid-configuration", opt=PUBLIC, sync_to_thread=False)
+    @get("/.well-known/openid-configuration", opt=PUBLIC, sync_to_thread=False, security=NO_AUTH)
     def discovery(self, server: NamedDependency[AuthorizationServer]) -> dict[str, Any]:
         """OpenID Connect discovery document (issuer, endpoints, supported features)."""
         return server.discovery()
 
-    @get("/oauth/jwks", opt=PUBLIC, sync_to_thread=False)
+    @get("/oauth/jwks", opt=PUBLIC, sync_to_thread=False, security=NO_AUTH)
     def jwks(self, server: NamedDependency[AuthorizationServer]) -> Response[dict[str, Any]]:
         """Public keys that verify access and ID tokens (``kid`` selects one)."""
         return Response(
             server.tokens.public_jwks(), headers={"Cache-Control": "public, max-age=300"}
         )
 
-    @get("/oauth/authorize", opt=LOGIN_OPT, sync_to_thread=True)
+    @get("/oauth/authorize", opt=LOGIN_OPT, sync_to_thread=True, security=NO_AUTH)
     def authorize(
         self,
         request: Request[Any, Any, Any],
@@ -295,7 +297,7 @@ class OAuthController(Controller):
         request_id = server.begin(auth_request, device_hash)
         return _login_page(server, accounts, request_id, auth_request, device_hash, cookies=cookies)
 
-    @post("/oauth/authorize", opt=LOGIN_OPT, sync_to_thread=True, status_code=200)
+    @post("/oauth/authorize", opt=LOGIN_OPT, sync_to_thread=True, status_code=200, security=NO_AUTH)
     def login(
         self,
         request: Request[Any, Any, Any],
@@ -379,6 +381,7 @@ class OAuthController(Controller):
     @post(
         "/oauth/token",
         opt=LOGIN_OPT,
+        security=NO_AUTH,
         sync_to_thread=True,
         status_code=200,
         exception_handlers={ValidationException: _invalid_oauth_request},
@@ -401,6 +404,7 @@ class OAuthController(Controller):
     @post(
         "/oauth/revoke",
         opt=LOGIN_OPT,
+        security=NO_AUTH,
         sync_to_thread=True,
         status_code=200,
         exception_handlers={ValidationException: _invalid_oauth_request},
@@ -429,7 +433,7 @@ class OAuthController(Controller):
         assert isinstance(principal, Principal)
         return server.userinfo(principal)
 
-    @get("/oauth/federation/start", opt=LOGIN_OPT, sync_to_thread=True)
+    @get("/oauth/federation/start", opt=LOGIN_OPT, sync_to_thread=True, security=NO_AUTH)
     def federation_start(
         self,
         request: Request[Any, Any, Any],
@@ -459,7 +463,7 @@ class OAuthController(Controller):
             repo.update_auth_request(db, request_id, updated, state)
         return redirect(url)
 
-    @get("/oauth/federation/callback", opt=LOGIN_OPT, sync_to_thread=True)
+    @get("/oauth/federation/callback", opt=LOGIN_OPT, sync_to_thread=True, security=NO_AUTH)
     def federation_callback(
         self,
         request: Request[Any, Any, Any],
