@@ -211,12 +211,16 @@ def test_self_service_password_and_logout(client: TestClient[Any]) -> None:
         headers=headers,
     )
     assert weak.status_code == 400
+    other_terminal = login(client, "gael")
     changed = client.put(
         "/api/identity/me/password",
         json={"current_password": PASSWORD, "new_password": "Nouveau-Passe-9!"},
         headers=headers,
     )
     assert changed.status_code == 204
+    # the other session ended, this one goes on
+    assert refresh(client, other_terminal["refresh_token"]).json()["error"] == "invalid_grant"
+    assert client.get("/api/identity/me", headers=headers).status_code == 200
     login(client, "gael", "Nouveau-Passe-9!")
     out = client.post("/api/identity/me/logout", headers=headers)
     assert out.status_code == 200

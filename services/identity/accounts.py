@@ -36,6 +36,8 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
     scopes: frozenset[str] = frozenset()
     client_addr: str = "unknown"
     request_id: str = ""
+    token_id: str = ""
+    """``jti`` of the caller's access token, when there is one."""
 
     def event(
         self,
@@ -263,8 +265,13 @@ class Accounts:
             )
             raise Problem(403, "wrong-password", "the current password is wrong")
         self._check_password(new, user.username, user.display_name)
+        now = self.clock()
         with self.store.write() as db:
-            repo.set_password_hash(db, user_id, self.hasher.hash(new), self.clock())
+            repo.set_password_hash(db, user_id, self.hasher.hash(new), now)
+            keep = repo.access_token_family(db, actor.token_id) if actor.token_id else None
+            for family in repo.live_families(db, user_id, now):
+                if family.family_id != keep:  # the other sessions end, this one goes on
+                    revoke_family_tokens(db, family.family_id, now, "password_changed")
         self.audit.record(actor.event("password_change", "user", user_id, purpose="self"))
 
     def set_pin(self, user_id: str, current_password: str, pin: str, actor: Actor) -> None:

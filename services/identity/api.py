@@ -62,13 +62,14 @@ def provide_server(
 
 def provide_actor(request: Request[Any, Any, Any], ctx: NamedDependency[RequestContext]) -> Actor:
     principal = request.scope.get("auth")
-    scopes = principal.scopes if isinstance(principal, Principal) else frozenset()
+    is_principal = isinstance(principal, Principal)
     return Actor(
         actor=ctx.actor,
         role=ctx.role,
-        scopes=scopes,
+        scopes=principal.scopes if is_principal else frozenset(),
         client_addr=ctx.client_addr,
         request_id=ctx.request_id,
+        token_id=principal.token_id if is_principal else "",
     )
 
 
@@ -326,6 +327,7 @@ class SelfController(Controller):
         accounts: NamedDependency[Accounts],
         actor: NamedDependency[Actor],
     ) -> None:
+        """Change one's password; the other sessions of the account end."""
         accounts.change_password(actor.actor, data.current_password, data.new_password, actor)
 
     @put("/me/pin", guards=[requires("account:self")], sync_to_thread=True, status_code=204)
