@@ -249,16 +249,20 @@ def serve(host: str | None, port: int | None, tls: bool | None) -> None:
 
     from appliance.tls import uvicorn_config
 
+    # The app factory reads the settings again: pass the overrides on, so that the app
+    # (its OpenID issuer URL in particular) sees the address and scheme it is served on.
+    for name, value in (("HOST", host), ("PORT", port), ("TLS_ENABLED", tls)):
+        if value is not None:
+            os.environ[f"HYGIE_{name}"] = str(value).lower()
     settings = _settings()
-    use_tls = settings.serves_tls if tls is None else tls
     with operator_errors():
         config = uvicorn_config(
             settings,
             "appliance.app:create_app",
             factory=True,
-            host=host or settings.host,
-            port=port or settings.port,
-            tls=use_tls,
+            host=settings.host,
+            port=settings.port,
+            tls=settings.serves_tls,
         )
     worker = _spawn_worker() if settings.runs_embedded_worker else None
     try:
