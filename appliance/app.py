@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.datastructures import State
+from litestar.exceptions import ClientException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -29,6 +30,7 @@ from appliance.observability import (
     opentelemetry_config,
     prometheus_config,
 )
+from appliance.openapi_docs import document_problems, forbid_additional_properties
 from appliance.platform import open_platform
 from appliance.plugin import ServicePlugin
 from appliance.problems import EXCEPTION_HANDLERS
@@ -63,6 +65,17 @@ def _close_platform(app: Litestar) -> None:
         app.state.platform = None
 
 
+class _Request(Request[Any, Any, Any]):
+    """msgspec raises UnicodeDecodeError / RecursionError, not DecodeError, for these bodies."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except (UnicodeDecodeError, RecursionError) as exc:
+            kind = "is not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else "nests too deep"
+            raise ClientException(f"the JSON body {kind}") from exc
+
+
 class _Metrics(PrometheusController):
     path = "/metrics"
     include_in_schema = False
@@ -77,6 +90,7 @@ def create_app(
     controllers: list[Any] = [HealthController, _Metrics, TLSController]
     for plugin in plugins:
         controllers.extend(plugin.controllers)
+    document_problems(controllers)
     middleware: list[Any] = [RequestIdMiddleware()]
     tracing = opentelemetry_config(settings)
     if tracing is not None:
@@ -101,7 +115,6 @@ def create_app(
                 "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
             }
         ),
-        security=[{"bearer": []}],
     )
     return Litestar(
         route_handlers=controllers,
@@ -110,7 +123,8 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,
-        on_startup=[_open_platform],
+        request_class=_Request,
+        on_startup=[_open_platform, forbid_additional_properties],
         on_shutdown=[_close_platform],
         state=State(
             {

@@ -116,5 +116,5 @@ class HealthController(Controller):
             503,
             f"not ready: {failing}",
             problem_type="not-ready",
-            extra=msgspec.to_builtins({"status": result.status, "checks": result.checks}),
+            extra=msgspec.to_builtins({"readiness": result.status, "checks": result.checks}),
         )

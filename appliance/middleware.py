@@ -46,7 +46,9 @@ class RequestIdMiddleware(ASGIMiddleware):
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", []))
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                name = REQUEST_ID_HEADER.encode()
+                if not any(key.lower() == name for key, _ in headers):  # problems set it already
+                    headers.append((name, request_id.encode()))
                 message["headers"] = headers
             await send(message)
 

@@ -22,6 +22,6 @@ def request_id_for(scope: Any) -> str:
         return existing
     headers = dict(scope.get("headers", []))
     incoming = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-    request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     state["request_id"] = request_id
     return request_id

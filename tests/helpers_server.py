@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -43,6 +43,16 @@ def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text("# test configuration\n")
     return env
+
+
+def without_rate_limit() -> dict[str, str]:
+    """Variables that switch the per-client rate limit off, where the settings have one.
+
+    Load tests and fuzzers send more requests from one address than a counter ever would.
+    """
+    if "rate_limit_enabled" in Settings.model_fields:
+        return {"HYGIE_RATE_LIMIT_ENABLED": "false"}
+    return {}
 
 
 def settings_for(env: dict[str, str]) -> Settings:
@@ -124,10 +134,8 @@ def stop_process(
 ) -> int:
     """Send ``sig`` to a process this test started (if still running) and reap it."""
     if proc.poll() is None:
-        try:
+        with suppress(ProcessLookupError):
             os.kill(proc.pid, sig)
-        except ProcessLookupError:
-            pass
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

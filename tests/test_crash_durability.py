@@ -30,6 +30,7 @@ from tests.helpers_server import (
     start_process,
     stop_process,
     wait_until_live,
+    without_rate_limit,
 )
 
 WRITERS = 6
@@ -103,7 +104,9 @@ class Burst:
 @pytest.mark.slow
 def test_kill_9_during_write_burst_loses_no_acknowledged_write(tmp_path: Path) -> None:
     started = time.monotonic()
-    env = prepare_appliance(tmp_path, HYGIE_EMBEDDED_WORKER="false", HYGIE_LOG_LEVEL="WARNING")
+    env = prepare_appliance(
+        tmp_path, HYGIE_EMBEDDED_WORKER="false", HYGIE_LOG_LEVEL="WARNING", **without_rate_limit()
+    )
     settings = settings_for(env)
     token = load_token_service(settings).issue(
         subject="crash-test",

@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
 
 from appliance.audit import AuditLog
+from appliance.audit.models import validate_event
 from appliance.dependencies import RequestContext
 from appliance.problems import Problem
 from appliance.security import requires
@@ -22,7 +23,7 @@ from services.workstations.models import (
     WorkstationView,
 )
 
-CodeParam = Annotated[str, Parameter(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", max_length=32)]
+CodeParam = Annotated[str, Parameter(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$(?!\n)", max_length=32)]
 OBJECT_TYPE = "workstation"
 
 
@@ -52,6 +53,8 @@ def _save(
     expected_version: int,
     action: str,
 ) -> WorkstationView:
+    # refuse before storing what could not then be audited (the audit append comes after)
+    validate_event(ctx.audit_event(action, OBJECT_TYPE, workstation.code, purpose="admin"))
     try:
         saved = repository.save(st, workstation, actor=ctx.actor, expected_version=expected_version)
     except repository.ReaderInUseError as exc:

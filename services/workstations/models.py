@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-Code = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", description="slug")]
+Code = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$(?!\n)", description="slug")]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=80, pattern=r"\S")]
 Location = Annotated[str, msgspec.Meta(max_length=120)]
 ReaderName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S")]
