@@ -69,7 +69,7 @@ def keys() -> None:
 
 @keys.command("init")
 def keys_init() -> None:
-    """Create missing secrets (master key, audit signing key, JWT keys); never overwrite."""
+    """Create missing secrets (master, audit signing, JWT and field keys); never overwrite."""
     settings = _settings()
     with operator_errors():
         created = init_secrets(settings)

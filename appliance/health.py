@@ -16,6 +16,7 @@ import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 
+from appliance.keys import SECRET_FACTORIES, SecretError, read_secret
 from appliance.platform import Platform
 from appliance.problems import problem_response
 from appliance.security import PUBLIC
@@ -76,6 +77,17 @@ def readiness(state: State, migrations: Sequence[Migration]) -> Readiness:
             return None
 
         checks["worker"] = _check(worker)
+
+    def secrets() -> str | None:
+        missing = []
+        for name in SECRET_FACTORIES:
+            try:
+                read_secret(settings, name)
+            except SecretError:
+                missing.append(name)
+        return f"secrets missing or unreadable: {', '.join(missing)}" if missing else None
+
+    checks["secrets"] = _check(secrets)
 
     def disk() -> str | None:
         free_mb = shutil.disk_usage(settings.data_path).free // (1024 * 1024)

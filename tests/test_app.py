@@ -28,7 +28,14 @@ def test_readiness_ok_with_store_worker_and_disk(client: TestClient[Any]) -> Non
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ready"
-    assert set(body["checks"]) == {"store", "audit_store", "schema", "worker", "disk"}
+    assert set(body["checks"]) == {"store", "audit_store", "schema", "worker", "secrets", "disk"}
+
+
+def test_readiness_reports_a_missing_secret(client: TestClient[Any], settings: Settings) -> None:
+    (settings.key_path / "field.key").unlink()
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert "field.key" in response.json()["checks"]["secrets"]["reason"]
 
 
 def test_readiness_reports_low_disk(settings: Settings) -> None:
