@@ -9,9 +9,16 @@ from appliance.tasks import PLATFORM_MIGRATIONS
 from services.identity import PLUGINS as IDENTITY
 from services.medications import PLUGINS as MEDICATIONS
 from services.patients import PLUGIN as PATIENTS
+from services.prescriptions import PLUGIN as PRESCRIPTIONS
 from services.workstations import PLUGIN as WORKSTATIONS
 
-INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (*IDENTITY, WORKSTATIONS, *MEDICATIONS, PATIENTS)
+INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (
+    *IDENTITY,
+    WORKSTATIONS,
+    *MEDICATIONS,
+    PATIENTS,
+    PRESCRIPTIONS,
+)
 
 
 def domain_migrations(plugins: tuple[ServicePlugin, ...] = INSTALLED_SERVICES) -> list[Migration]:

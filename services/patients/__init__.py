@@ -31,10 +31,31 @@ def dispensing_lines(
     return [line.entity.entry for line in lines]
 
 
+def patient_birth_date(store: Store, patient_id: str) -> date | None:
+    """The birth date of a live patient record, ``None`` when there is no such patient
+    (for other services that attach data to a patient: prescriptions, FHIR import).
+
+    Not audited here: the caller audits its own access.
+    """
+    item = _repository.get_patient(store, patient_id)
+    if item is None or item.deleted:
+        return None
+    return item.entity.record.identity.birth_date
+
+
+def bpm_enrolled(store: Store, patient_id: str) -> bool:
+    """Whether the patient has a BPM cycle in progress or completed (abandoned ones do not
+    count)."""
+    return any(
+        cycle.entity.cycle.status != "abandoned"
+        for cycle in _repository.cycles_of(store, patient_id)
+    )
+
+
 PLUGIN = ServicePlugin(
     name="patients",
     controllers=(PatientController, PseudonymController, BpmController),
     migrations=MIGRATIONS,
 )
 
-__all__ = ["PLUGIN", "dispensing_lines"]
+__all__ = ["PLUGIN", "bpm_enrolled", "dispensing_lines", "patient_birth_date"]

@@ -1,0 +1,246 @@
+"""HTTP API of prescriptions: create, read, replace, void, history, a patient's list.
+
+Guarded by the patient scopes (a prescription is part of the patient's record) and audited,
+reads included, before the answer leaves: ids and codes only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, delete, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+
+from appliance.audit import AuditLog
+from appliance.dependencies import RequestContext
+from appliance.platform import Platform
+from appliance.problems import Problem
+from appliance.security import requires
+from appliance.store import Store, VersionConflictError, Versioned
+from services.patients import patient_birth_date
+from services.patients.api import invalid, record, today
+from services.prescriptions import logic
+from services.prescriptions import store as repository
+from services.prescriptions.models import (
+    FieldError,
+    Prescription,
+    PrescriptionUpdate,
+    PrescriptionView,
+    Product,
+    StoredPrescription,
+)
+
+OBJECT_TYPE = "prescription"
+READ = "patients:read"
+WRITE = "patients:write"
+
+
+def line_products(store: Store, prescription: Prescription) -> dict[int, Product | None]:
+    """The catalog's product for each line that names a CIS or CIP13."""
+    return {
+        index: repository.product_for(store, line.cis, line.cip13)
+        for index, line in enumerate(prescription.lines)
+        if line.cis or line.cip13
+    }
+
+
+def view(store: Store, item: Versioned[StoredPrescription], as_of: date) -> PrescriptionView:
+    prescription = item.entity.prescription
+    report = logic.validate(prescription, line_products(store, prescription), as_of)
+    return PrescriptionView(
+        **msgspec.structs.asdict(prescription),
+        id=item.entity_id,
+        version=item.version,
+        recorded_at=item.recorded_at,
+        recorded_by=item.recorded_by,
+        deleted=item.deleted,
+        treatment_end=logic.treatment_end(prescription),
+        validation=report,
+    )
+
+
+def checked(store: Store, body: Prescription, day: date) -> Prescription:
+    """Normalised and structurally valid (400 listing every problem otherwise)."""
+    prescription = logic.normalise(body)
+    errors = logic.mandatory_errors(prescription, day)
+    birth = patient_birth_date(store, prescription.patient_id)
+    if birth is None:
+        errors.append(FieldError("patient_id", "no such patient"))
+    elif prescription.prescribed_on < birth:
+        errors.append(FieldError("prescribed_on", "must not be before the birth date"))
+    if errors:
+        invalid(errors)
+    return prescription
+
+
+def store_new(
+    store: Store, prescription: Prescription, actor: str
+) -> Versioned[StoredPrescription]:
+    stored = StoredPrescription(prescription_id=str(uuid.uuid4()), prescription=prescription)
+    return repository.save(store, stored, actor=actor, expected_version=0)
+
+
+def _fields(body: PrescriptionUpdate) -> Prescription:
+    fields = msgspec.structs.asdict(body)
+    fields.pop("expected_version")
+    return Prescription(**fields)
+
+
+class PrescriptionController(Controller):
+    path = "/api/v1/prescriptions"
+    tags = ["prescriptions"]
+
+    def _existing(
+        self, st: Store, audit: AuditLog, ctx: RequestContext, prescription_id: str, action: str
+    ) -> Versioned[StoredPrescription]:
+        item = repository.get(st, prescription_id)
+        if item is None:
+            record(audit, ctx, action, OBJECT_TYPE, [prescription_id], outcome="not_found")
+            raise Problem(404, "not-found", f"no prescription '{prescription_id}'")
+        return item
+
+    @post("/", guards=[requires(WRITE)], sync_to_thread=True)
+    def create_prescription(
+        self,
+        data: JSONBody[Prescription],
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+    ) -> PrescriptionView:
+        """Record a prescription (version 1) and return it with its validation report."""
+        day = today(platform)
+        prescription = checked(store, data, day)
+        saved = store_new(store, prescription, ctx.actor)
+        record(audit, ctx, "create", OBJECT_TYPE, [saved.entity_id])
+        return view(store, saved, day)
+
+    @get("/{prescription_id:uuid}", guards=[requires(READ)], sync_to_thread=True)
+    def get_prescription(
+        self,
+        prescription_id: FromPath[UUID],
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+    ) -> PrescriptionView:
+        """The latest version, validated as of today."""
+        item = self._existing(store, audit, ctx, str(prescription_id), "read")
+        result = view(store, item, today(platform))
+        record(audit, ctx, "read", OBJECT_TYPE, [item.entity_id])
+        return result
+
+    @put("/{prescription_id:uuid}", guards=[requires(WRITE)], sync_to_thread=True)
+    def update_prescription(
+        self,
+        prescription_id: FromPath[UUID],
+        data: JSONBody[PrescriptionUpdate],
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+    ) -> PrescriptionView:
+        """Replace the prescription, based on ``expected_version`` (409 when stale)."""
+        item = self._existing(store, audit, ctx, str(prescription_id), "update")
+        day = today(platform)
+        prescription = checked(store, _fields(data), day)
+        if item.deleted:
+            raise Problem(409, "prescription-voided", "this prescription was voided")
+        if prescription.patient_id != item.entity.prescription.patient_id:
+            invalid([FieldError("patient_id", "a prescription cannot move to another patient")])
+        try:
+            saved = repository.save(
+                store,
+                StoredPrescription(prescription_id=item.entity_id, prescription=prescription),
+                actor=ctx.actor,
+                expected_version=data.expected_version,
+            )
+        except VersionConflictError:
+            record(audit, ctx, "update", OBJECT_TYPE, [item.entity_id], outcome="conflict")
+            raise
+        record(audit, ctx, "update", OBJECT_TYPE, [item.entity_id])
+        return view(store, saved, day)
+
+    @delete(
+        "/{prescription_id:uuid}",
+        guards=[requires(WRITE)],
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def void_prescription(
+        self,
+        prescription_id: FromPath[UUID],
+        expected_version: Annotated[int, Parameter(ge=1)],
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+    ) -> PrescriptionView:
+        """Void a prescription entered by mistake; it stays in its history."""
+        item = self._existing(store, audit, ctx, str(prescription_id), "void")
+        try:
+            saved = repository.save(
+                store,
+                item.entity,
+                actor=ctx.actor,
+                expected_version=expected_version,
+                voided=True,
+            )
+        except VersionConflictError:
+            record(audit, ctx, "void", OBJECT_TYPE, [item.entity_id], outcome="conflict")
+            raise
+        record(audit, ctx, "void", OBJECT_TYPE, [item.entity_id])
+        return view(store, saved, today(platform))
+
+    @get("/{prescription_id:uuid}/history", guards=[requires(READ)], sync_to_thread=True)
+    def prescription_history(
+        self,
+        prescription_id: FromPath[UUID],
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+    ) -> list[PrescriptionView]:
+        """Every version, oldest first, with who recorded it and when."""
+        item = self._existing(store, audit, ctx, str(prescription_id), "history")
+        day = today(platform)
+        views = [view(store, v, day) for v in repository.history(store, item.entity_id)]
+        record(audit, ctx, "history", OBJECT_TYPE, [item.entity_id])
+        return views
+
+
+class PatientPrescriptionController(Controller):
+    path = "/api/v1/patients/{patient_id:uuid}/prescriptions"
+    tags = ["prescriptions"]
+
+    @get("/", guards=[requires(READ)], sync_to_thread=True)
+    def patient_prescriptions(
+        self,
+        patient_id: FromPath[UUID],
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+        active_only: FromQuery[bool] = False,
+    ) -> list[PrescriptionView]:
+        """A patient's prescriptions, most recent first (``active_only``: treatment not over)."""
+        pid = str(patient_id)
+        if patient_birth_date(store, pid) is None:
+            record(audit, ctx, "read_prescriptions", "patient", [pid], outcome="not_found")
+            raise Problem(404, "not-found", f"no patient '{pid}'")
+        day = today(platform)
+        items = [
+            item
+            for item in repository.of_patient(store, pid)
+            if not active_only or logic.is_active(item.entity.prescription, day)
+        ]
+        with audit.store.write():
+            audit.record(ctx.audit_event("read_prescriptions", "patient", pid, purpose="care"))
+            for item in items:
+                audit.record(ctx.audit_event("read", OBJECT_TYPE, item.entity_id, purpose="care"))
+        return [view(store, item, day) for item in items]

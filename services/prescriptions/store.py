@@ -1,0 +1,144 @@
+"""Persistence of prescriptions, and the catalog reads that turn a line into substances.
+
+Prescriptions are a versioned table (every change a version, with who and when) and a small
+projection (patient, date, voided) written in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from appliance.store import Migration, Store, Versioned, VersionedTable
+from services.medications import store as _catalog
+from services.prescriptions.models import Product, StoredPrescription
+
+COMPONENT = "prescriptions"
+PRESCRIPTIONS: VersionedTable[StoredPrescription] = VersionedTable(
+    "prescriptions", StoredPrescription
+)
+
+_PROJECTION = """
+CREATE TABLE prescription_index (
+    prescription_id TEXT PRIMARY KEY,
+    patient_id TEXT NOT NULL,
+    prescribed_on TEXT NOT NULL,
+    voided INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX prescription_by_patient ON prescription_index (patient_id, prescribed_on)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    PRESCRIPTIONS.create_table_migration(COMPONENT, 1),
+    Migration.sql(COMPONENT, 2, "create the prescription projection", _PROJECTION),
+)
+
+
+def save(
+    store: Store,
+    stored: StoredPrescription,
+    *,
+    actor: str,
+    expected_version: int,
+    voided: bool = False,
+) -> Versioned[StoredPrescription]:
+    with store.write() as db:
+        saved = PRESCRIPTIONS.append(
+            db,
+            stored.prescription_id,
+            stored,
+            actor=actor,
+            expected_version=expected_version,
+            deleted=voided,
+        )
+        db.execute(
+            "INSERT INTO prescription_index (prescription_id, patient_id, prescribed_on, voided) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (prescription_id) DO UPDATE SET "
+            "patient_id = excluded.patient_id, prescribed_on = excluded.prescribed_on, "
+            "voided = excluded.voided",
+            [
+                stored.prescription_id,
+                stored.prescription.patient_id,
+                stored.prescription.prescribed_on.isoformat(),
+                int(voided),
+            ],
+        )
+        return saved
+
+
+def get(store: Store, prescription_id: str) -> Versioned[StoredPrescription] | None:
+    return PRESCRIPTIONS.get(store.db, prescription_id)
+
+
+def history(store: Store, prescription_id: str) -> list[Versioned[StoredPrescription]]:
+    return PRESCRIPTIONS.history(store.db, prescription_id)
+
+
+def of_patient(
+    store: Store, patient_id: str, *, limit: int = 1000, offset: int = 0
+) -> list[Versioned[StoredPrescription]]:
+    """A patient's live prescriptions, most recent first."""
+    rows = store.db.execute(
+        "SELECT prescription_id FROM prescription_index WHERE patient_id = ? AND voided = 0 "
+        "ORDER BY prescribed_on DESC, prescription_id LIMIT ? OFFSET ?",
+        [patient_id, limit, offset],
+    ).fetchall()
+    found = (PRESCRIPTIONS.get(store.db, str(row[0])) for row in rows)
+    return [item for item in found if item is not None]
+
+
+def patients_with_prescriptions(store: Store) -> list[str]:
+    rows = store.db.execute(
+        "SELECT DISTINCT patient_id FROM prescription_index WHERE voided = 0 ORDER BY patient_id"
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+# --------------------------------------------------------------------------- catalog reads
+# Integration point: the medications service exposes no public "product by CIS/CIP13"
+# function yet, so these read its catalog tables through its repository functions. When it
+# does, replace the two functions below by calls to it.
+
+
+def products(store: Store, cis_list: Sequence[str]) -> dict[str, Product]:
+    """Catalog products by CIS, with their active moieties (a combination has several).
+
+    A BDPM composition lists, per link number, the substance as salt (``SA``) and the
+    active moiety (``FT``) when they differ: the moiety is counted, once per link.
+    """
+    wanted = sorted(set(cis_list))
+    if not wanted:
+        return {}
+    found: dict[str, Product] = {}
+    components = _catalog.rows_for(store, "med_components", wanted)
+    for row in _catalog.speciality_rows(store, wanted):
+        cis = str(row["cis"])
+        by_link: dict[object, tuple[str, str]] = {}
+        for comp in components:
+            if comp["cis"] != cis:
+                continue
+            link = comp["link_no"] if comp["link_no"] is not None else comp["substance_code"]
+            pair = (str(comp["substance_code"]), str(comp["substance_name"]).strip())
+            if comp["nature"] == "FT" or link not in by_link:
+                by_link[link] = pair
+        substances = tuple(sorted(set(by_link.values())))
+        found[cis] = Product(
+            cis=cis, name=str(row["name"]), atc=row["atc"] or None, substances=substances
+        )
+    return found
+
+
+def cis_for_cip13(store: Store, cip13: str) -> str | None:
+    found = _catalog.cis_by_code(store, "cip13", cip13)
+    return found[0] if found else None
+
+
+def product_for(store: Store, cis: str | None, cip13: str | None) -> Product | None:
+    """The product of a line: by CIS, else by CIP13; ``None`` when the catalog has neither
+    (or when CIS and CIP13 disagree)."""
+    from_box = cis_for_cip13(store, cip13) if cip13 else None
+    if cis and from_box and cis != from_box:
+        return None
+    key = cis or from_box
+    if key is None:
+        return None
+    return products(store, [key]).get(key)

@@ -1,0 +1,260 @@
+"""Prescriptions: pure rules, then the API (validation report, versions, audit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from appliance.cli import main
+from appliance.platform import Platform
+from services.prescriptions import active_medications, logic
+from services.prescriptions.models import (
+    Duration,
+    Posology,
+    Prescriber,
+    Prescription,
+    PrescriptionLine,
+    Product,
+)
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bdpm-mini"
+DOLIPRANE = "60234100"
+DOLIPRANE_CIP13 = "3400935955838"
+SERETIDE_LIKE = "61041232"  # fluticasone + salmeterol
+RPPS = "10000000009"
+TODAY = date.today()
+
+
+def line(**changes: Any) -> PrescriptionLine:
+    return PrescriptionLine(**{"cis": DOLIPRANE, **changes})
+
+
+def prescription(*lines: PrescriptionLine, **changes: Any) -> Prescription:
+    fields: dict[str, Any] = {
+        "patient_id": "p1",
+        "prescriber": Prescriber(name="Dr Martin", rpps=RPPS),
+        "prescribed_on": date(2024, 1, 10),
+        "lines": lines or (line(),),
+    }
+    fields.update(changes)
+    return Prescription(**fields)
+
+
+PARA = Product(cis=DOLIPRANE, name="DOLIPRANE", atc="N02BE01", substances=(("02202", "PARA"),))
+
+
+# --------------------------------------------------------------------------- pure rules
+
+
+def test_add_months_clamps_to_month_end() -> None:
+    assert logic.add_months(date(2024, 1, 31), 1) == date(2024, 2, 29)
+    assert logic.add_months(date(2024, 11, 15), 3) == date(2025, 2, 15)
+
+
+def test_mandatory_errors_are_all_reported() -> None:
+    bad = prescription(
+        PrescriptionLine(),
+        PrescriptionLine(cis="123", cip13="3400935955839", posology=Posology(dose=1)),
+        prescriber=Prescriber(name="X", rpps="12345678901"),
+        prescribed_on=TODAY + timedelta(days=1),
+    )
+    keys = {e.key for e in logic.mandatory_errors(bad, TODAY)}
+    assert keys == {
+        "prescriber.rpps",
+        "prescribed_on",
+        "lines.0",
+        "lines.1.cis",
+        "lines.1.cip13",
+        "lines.1.posology.unit",
+    }
+    assert logic.mandatory_errors(prescription(lines=()), TODAY)[0].key == "lines"
+
+
+def test_validation_findings() -> None:
+    p = prescription(
+        line(posology=Posology(dose=1, unit="comprimé", times_per_day=3)),
+        line(cis="99999999"),
+        line(posology=Posology(dose=1, unit="comprimé", times_per_day=3)),
+        PrescriptionLine(label="Préparation magistrale", posology=Posology(as_needed=True)),
+    )
+    report = logic.validate(p, {0: PARA, 1: None, 2: PARA}, date(2024, 2, 1))
+    codes = {(f.code, f.line) for f in report.findings}
+    assert ("unknown_product", 1) in codes
+    assert ("duplicate_line", 2) in codes
+    assert ("free_text_product", 3) in codes
+    assert ("posology_incomplete", 1) in codes
+    assert not report.valid
+    assert report.posology_range[0].startswith("not checked")
+    expired = logic.validate(p, {0: PARA, 1: PARA, 2: PARA}, date(2024, 4, 11))
+    assert any(f.code == "expired" for f in expired.findings)
+    on_time = logic.validate(prescription(), {0: PARA}, date(2024, 4, 10))
+    assert not any(f.code == "expired" for f in on_time.findings)
+
+
+def test_treatment_end_counts_renewals() -> None:
+    monthly = line(posology=Posology(duration=Duration(value=1, unit="month")))
+    p = prescription(monthly, renewals=5)
+    assert logic.treatment_end(p) == date(2024, 7, 10)
+    assert logic.treatment_end(prescription()) == date(2024, 4, 10)  # validity
+    weeks = prescription(line(posology=Posology(duration=Duration(value=2, unit="week"))))
+    assert logic.treatment_end(weeks) == date(2024, 1, 24)
+
+
+# --------------------------------------------------------------------------- API
+
+
+@pytest.fixture
+def catalog(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(main, ["catalog", "import", str(FIXTURE)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture
+def headers(token_for: Callable[..., str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for('patients:read', 'patients:write')}"}
+
+
+def new_patient(client: Any, headers: dict[str, str], born: str = "1950-03-02") -> str:
+    body = {
+        "identity": {
+            "birth_family_name": "DURAND",
+            "given_names": "Paul",
+            "birth_date": born,
+            "sex": "M",
+        }
+    }
+    response = client.post("/api/v1/patients", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def body(patient_id: str, **changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "patient_id": patient_id,
+        "prescriber": {"name": "Dr Martin", "rpps": RPPS, "specialty": "médecine générale"},
+        "prescribed_on": (TODAY - timedelta(days=10)).isoformat(),
+        "renewals": 2,
+        "lines": [
+            {
+                "cip13": DOLIPRANE_CIP13,
+                "posology": {
+                    "dose": 1,
+                    "unit": "comprimé",
+                    "times_per_day": 3,
+                    "times_of_day": ["morning", "noon", "evening"],
+                    "duration": {"value": 1, "unit": "month"},
+                },
+                "original_text": "Doliprane 1000 : 1 cp matin, midi et soir pendant 1 mois",
+            },
+            {
+                "cis": SERETIDE_LIKE,
+                "posology": {"dose": 1, "unit": "inhalation", "times_per_day": 2},
+            },
+        ],
+    }
+    data.update(changes)
+    return data
+
+
+def audit_of(platform: Platform, object_type: str) -> list[tuple[str, str, str]]:
+    return [
+        (e.action, e.object_id, e.outcome)
+        for e in platform.audit.entries()
+        if e.object_type == object_type
+    ]
+
+
+def test_prescription_lifecycle_is_versioned_and_audited(
+    catalog: None, client: Any, headers: dict[str, str], platform: Platform
+) -> None:
+    pid = new_patient(client, headers)
+    created = client.post("/api/v1/prescriptions", json=body(pid), headers=headers)
+    assert created.status_code == 201, created.text
+    view = created.json()
+    rx = view["id"]
+    assert view["version"] == 1
+    assert view["validation"]["valid"] is True
+    assert view["validation"]["posology_range"] == [logic.POSOLOGY_NOT_CHECKED] * 2
+    assert view["treatment_end"] == logic.add_months(TODAY - timedelta(days=10), 3).isoformat()
+
+    changed = body(pid, renewals=0, expected_version=1)
+    updated = client.put(f"/api/v1/prescriptions/{rx}", json=changed, headers=headers)
+    assert updated.status_code == 200, updated.text
+    stale = client.put(f"/api/v1/prescriptions/{rx}", json=changed, headers=headers)
+    assert stale.status_code == 409
+    history = client.get(f"/api/v1/prescriptions/{rx}/history", headers=headers).json()
+    assert [(v["version"], v["renewals"], v["recorded_by"]) for v in history] == [
+        (1, 2, "user-test"),
+        (2, 0, "user-test"),
+    ]
+    listed = client.get(f"/api/v1/patients/{pid}/prescriptions", headers=headers).json()
+    assert [item["id"] for item in listed] == [rx]
+    meds = active_medications(platform.store, pid, TODAY)
+    assert {m.cis for m in meds} == {DOLIPRANE, SERETIDE_LIKE}
+    combo = next(m for m in meds if m.cis == SERETIDE_LIKE)
+    assert len(combo.substances) == 2
+
+    voided = client.delete(f"/api/v1/prescriptions/{rx}?expected_version=2", headers=headers)
+    assert voided.status_code == 200
+    assert voided.json()["deleted"] is True
+    assert client.get(f"/api/v1/patients/{pid}/prescriptions", headers=headers).json() == []
+    assert client.get(f"/api/v1/prescriptions/{rx}", headers=headers).json()["version"] == 3
+
+    entries = audit_of(platform, "prescription")
+    assert ("create", rx, "success") in entries
+    assert ("update", rx, "success") in entries
+    assert ("update", rx, "conflict") in entries
+    assert ("history", rx, "success") in entries
+    assert ("void", rx, "success") in entries
+    assert ("read", rx, "success") in entries
+    assert ("read_prescriptions", pid, "success") in audit_of(platform, "patient")
+    for entry in platform.audit.entries():
+        assert "Martin" not in repr(entry)
+        assert "Doliprane" not in repr(entry)
+
+
+def test_validation_report_and_bad_input(
+    catalog: None, client: Any, headers: dict[str, str], platform: Platform
+) -> None:
+    pid = new_patient(client, headers)
+    old = (TODAY - timedelta(days=200)).isoformat()
+    lines = [{"cis": DOLIPRANE}, {"cis": "99999999"}, {"cis": DOLIPRANE}]
+    created = client.post(
+        "/api/v1/prescriptions", json=body(pid, prescribed_on=old, lines=lines), headers=headers
+    )
+    assert created.status_code == 201, created.text
+    codes = {(f["code"], f["line"]) for f in created.json()["validation"]["findings"]}
+    assert {("expired", None), ("unknown_product", 1), ("duplicate_line", 2)} <= codes
+
+    missing = client.post(
+        "/api/v1/prescriptions",
+        json=body("00000000-0000-0000-0000-000000000000", lines=[]),
+        headers=headers,
+    )
+    assert missing.status_code == 400
+    keys = {e["key"] for e in missing.json()["errors"]}
+    assert keys == {"lines", "patient_id"}
+    no_prescriber = body(pid)
+    del no_prescriber["prescriber"]
+    assert (
+        client.post("/api/v1/prescriptions", json=no_prescriber, headers=headers).status_code == 400
+    )
+    unknown = client.get(
+        "/api/v1/prescriptions/00000000-0000-0000-0000-000000000001", headers=headers
+    )
+    assert unknown.status_code == 404
+    assert ("read", "00000000-0000-0000-0000-000000000001", "not_found") in audit_of(
+        platform, "prescription"
+    )
+    reader = {"Authorization": headers["Authorization"]}
+    assert (
+        client.get(
+            f"/api/v1/patients/{pid}/prescriptions?active_only=true", headers=reader
+        ).status_code
+        == 200
+    )
