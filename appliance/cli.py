@@ -249,20 +249,24 @@ def serve(host: str | None, port: int | None, tls: bool | None) -> None:
 
     from appliance.tls import uvicorn_config
 
-    # The app factory reads the settings again: pass the overrides on, so that the app
-    # (its OpenID issuer URL in particular) sees the address and scheme it is served on.
-    for name, value in (("HOST", host), ("PORT", port), ("TLS_ENABLED", tls)):
-        if value is not None:
-            os.environ[f"HYGIE_{name}"] = str(value).lower()
     settings = _settings()
+    use_tls = settings.serves_tls if tls is None else tls
     with operator_errors():
         config = uvicorn_config(
             settings,
             "appliance.app:create_app",
             factory=True,
-            host=settings.host,
-            port=settings.port,
-            tls=settings.serves_tls,
+            host=host or settings.host,
+            port=port or settings.port,
+            tls=use_tls,
+        )
+    if settings.public_url is None and (host or port or tls is not None):
+        # The OpenID issuer (and the iss of every token) comes from the settings, not from
+        # these flags, so that tokens minted by other processes stay valid.
+        click.echo(
+            f"hygie: the OpenID issuer stays {settings.issuer_url}; set HYGIE_PUBLIC_URL "
+            "to the address the terminals use",
+            err=True,
         )
     worker = _spawn_worker() if settings.runs_embedded_worker else None
     try:
