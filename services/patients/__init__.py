@@ -15,6 +15,13 @@ from appliance.store import Store
 from services.patients import store as _repository
 from services.patients.api import PatientController, PseudonymController
 from services.patients.bpm_api import BpmController
+from services.patients.eligibility import (
+    Eligibility,
+    EligibilityRule,
+    SubstancePeriod,
+    bpm_eligibility,
+    rule_in_force,
+)
 from services.patients.models import Dispensing
 from services.patients.store import MIGRATIONS
 
@@ -43,6 +50,21 @@ def patient_birth_date(store: Store, patient_id: str) -> date | None:
     return item.entity.record.identity.birth_date
 
 
+def patients_with_dispensings(store: Store) -> list[str]:
+    """Ids of the patients who have at least one live dispensing line."""
+    rows = store.db.execute(
+        "SELECT DISTINCT patient_id FROM patient_dispensing_index WHERE voided = 0 "
+        "ORDER BY patient_id"
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def dispensing_entries(store: Store, patient_id: str) -> list[tuple[str, Dispensing]]:
+    """A patient's live dispensing lines with their ids, most recent first (not audited)."""
+    lines = _repository.dispensings_of(store, patient_id, since=None, limit=100_000, offset=0)
+    return [(line.entity_id, line.entity.entry) for line in lines]
+
+
 def bpm_enrolled(store: Store, patient_id: str) -> bool:
     """Whether the patient has a BPM cycle in progress or completed (abandoned ones do not
     count)."""
@@ -58,4 +80,16 @@ PLUGIN = ServicePlugin(
     migrations=MIGRATIONS,
 )
 
-__all__ = ["PLUGIN", "bpm_enrolled", "dispensing_lines", "patient_birth_date"]
+__all__ = [
+    "PLUGIN",
+    "Eligibility",
+    "EligibilityRule",
+    "SubstancePeriod",
+    "bpm_eligibility",
+    "bpm_enrolled",
+    "dispensing_entries",
+    "dispensing_lines",
+    "patient_birth_date",
+    "patients_with_dispensings",
+    "rule_in_force",
+]

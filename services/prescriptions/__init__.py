@@ -13,7 +13,11 @@ from appliance.plugin import ServicePlugin
 from appliance.store import Store
 from services.prescriptions import logic
 from services.prescriptions import store as _repository
-from services.prescriptions.api import PatientPrescriptionController, PrescriptionController
+from services.prescriptions.api import (
+    EligibilityController,
+    PatientPrescriptionController,
+    PrescriptionController,
+)
 from services.prescriptions.models import Prescription, Product
 from services.prescriptions.store import MIGRATIONS
 
@@ -80,7 +84,7 @@ def cis_for_cip13(store: Store, cip13: str) -> str | None:
 
 PLUGIN = ServicePlugin(
     name="prescriptions",
-    controllers=(PrescriptionController, PatientPrescriptionController),
+    controllers=(PrescriptionController, PatientPrescriptionController, EligibilityController),
     migrations=MIGRATIONS,
 )
 

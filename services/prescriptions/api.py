@@ -7,7 +7,7 @@ reads included, before the answer leaves: ids and codes only.
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -22,8 +22,19 @@ from appliance.platform import Platform
 from appliance.problems import Problem
 from appliance.security import requires
 from appliance.store import Store, VersionConflictError, Versioned
-from services.patients import patient_birth_date
+from services.patients import (
+    Eligibility,
+    EligibilityRule,
+    SubstancePeriod,
+    bpm_eligibility,
+    bpm_enrolled,
+    dispensing_entries,
+    patient_birth_date,
+    patients_with_dispensings,
+    rule_in_force,
+)
 from services.patients.api import invalid, record, today
+from services.patients.eligibility import age_on
 from services.prescriptions import logic
 from services.prescriptions import store as repository
 from services.prescriptions.models import (
@@ -244,3 +255,126 @@ class PatientPrescriptionController(Controller):
             for item in items:
                 audit.record(ctx.audit_event("read", OBJECT_TYPE, item.entity_id, purpose="care"))
         return [view(store, item, day) for item in items]
+
+
+# --------------------------------------------------------------------------- BPM eligibility
+
+
+def substance_periods(
+    store: Store, patient_id: str, rule: EligibilityRule
+) -> tuple[list[SubstancePeriod], int]:
+    """Every substance period of a patient, from prescriptions (planned: line duration times
+    renewals, else the prescription's validity) and dispensing lines (boxes times the
+    rule's days per box), through the catalog; and how many lines map to no substance."""
+    entries: list[tuple[str, str | None, str | None, date, date]] = []
+    for item in repository.of_patient(store, patient_id):
+        prescription = item.entity.prescription
+        for index, line in enumerate(prescription.lines):
+            end = logic.line_end(
+                prescription.prescribed_on, line.posology, prescription.renewals
+            ) or logic.treatment_end(prescription)
+            source = f"prescription:{item.entity_id}#{index}"
+            entries.append((source, line.cis, line.cip13, prescription.prescribed_on, end))
+    days = rule.assumptions.dispensing_days_per_box
+    for dispensing_id, entry in dispensing_entries(store, patient_id):
+        end = entry.dispensed_on + timedelta(days=days * entry.quantity - 1)
+        source = f"dispensing:{dispensing_id}"
+        entries.append((source, entry.cis, entry.cip13, entry.dispensed_on, end))
+    cis_of = {
+        (cis, cip13): cis or (repository.cis_for_cip13(store, cip13) if cip13 else None)
+        for _, cis, cip13, _, _ in entries
+    }
+    catalog = repository.products(store, [c for c in cis_of.values() if c])
+    periods: list[SubstancePeriod] = []
+    unmapped = 0
+    for source, cis, cip13, start, end in entries:
+        key = cis_of[(cis, cip13)]
+        product = catalog.get(key) if key else None
+        if product is None or not product.substances:
+            unmapped += 1
+            continue
+        periods.extend(
+            SubstancePeriod(substance=code, name=name, start=start, end=end, source=source)
+            for code, name in product.substances
+        )
+    return periods, unmapped
+
+
+class EligibilityView(msgspec.Struct, frozen=True, kw_only=True):
+    patient_id: str
+    eligibility: Eligibility
+    unmapped_lines: int
+    """Prescription or dispensing lines the catalog maps to no substance (not counted)."""
+    enrolled: bool
+
+
+def assess(store: Store, patient_id: str, birth: date, as_of: date) -> EligibilityView:
+    rule = rule_in_force(as_of)
+    periods, unmapped = substance_periods(store, patient_id, rule)
+    return EligibilityView(
+        patient_id=patient_id,
+        eligibility=bpm_eligibility(birth, periods, as_of, rule),
+        unmapped_lines=unmapped,
+        enrolled=bpm_enrolled(store, patient_id),
+    )
+
+
+class EligibilityController(Controller):
+    path = "/api/v1"
+    tags = ["bpm"]
+
+    @get("/bpm/eligible", guards=[requires("bpm:read")], sync_to_thread=True)
+    def eligible_patients(
+        self,
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+    ) -> list[EligibilityView]:
+        """Eligible patients not yet enrolled (no BPM cycle in progress or completed), most
+        substances first. Each patient returned is audited."""
+        day = today(platform)
+        rule = rule_in_force(day)
+        candidates = sorted(
+            set(repository.patients_with_prescriptions(store))
+            | set(patients_with_dispensings(store))
+        )
+        found: list[EligibilityView] = []
+        for patient_id in candidates:
+            birth = patient_birth_date(store, patient_id)
+            if birth is None or age_on(birth, day) < rule.min_age_years:
+                continue
+            if bpm_enrolled(store, patient_id):
+                continue
+            assessed = assess(store, patient_id, birth, day)
+            if assessed.eligibility.eligible:
+                found.append(assessed)
+        found.sort(key=lambda v: (-v.eligibility.substance_count, v.patient_id))
+        found = found[:limit]
+        record(audit, ctx, "bpm_eligibility", "patient", [v.patient_id for v in found])
+        return found
+
+    @get(
+        "/patients/{patient_id:uuid}/bpm-eligibility",
+        guards=[requires("bpm:read")],
+        sync_to_thread=True,
+    )
+    def patient_eligibility(
+        self,
+        patient_id: FromPath[UUID],
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+        as_of: FromQuery[date | None] = None,
+    ) -> EligibilityView:
+        """Whether this patient is eligible (today, or ``as_of``), substance by substance."""
+        pid = str(patient_id)
+        birth = patient_birth_date(store, pid)
+        if birth is None:
+            record(audit, ctx, "bpm_eligibility", "patient", [pid], outcome="not_found")
+            raise Problem(404, "not-found", f"no patient '{pid}'")
+        result = assess(store, pid, birth, as_of or today(platform))
+        record(audit, ctx, "bpm_eligibility", "patient", [pid])
+        return result
