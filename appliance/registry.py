@@ -6,6 +6,7 @@ from appliance.plugin import ServicePlugin
 from appliance.security.revocation import SECURITY_MIGRATIONS
 from appliance.store import Migration
 from appliance.tasks import PLATFORM_MIGRATIONS
+from services.analysis import PLUGIN as ANALYSIS
 from services.identity import PLUGINS as IDENTITY
 from services.medications import PLUGINS as MEDICATIONS
 from services.patients import PLUGIN as PATIENTS
@@ -18,6 +19,7 @@ INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (
     *MEDICATIONS,
     PATIENTS,
     PRESCRIPTIONS,
+    ANALYSIS,
 )
 
 

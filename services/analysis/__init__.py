@@ -1,0 +1,59 @@
+"""Clinical analysis: interactions, STOPP/START v3, redundancy, renal dosing, anticholinergic
+burden, adherence and BPM eligibility, from a FHIR R4 Bundle. See docs/analysis.md.
+
+Public functions for other services: :func:`find_redundancies` (pure, a list of
+:class:`Drug` in, findings out), :func:`analyze_bundle` (a Bundle in, the full answer out)
+and :func:`parse_bundle`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from appliance.plugin import ServicePlugin
+from appliance.store import Store
+from services.analysis.api import AnalysisController, CdsHooksController
+from services.analysis.cli import analyze_command
+from services.analysis.fhir import BundleError, parse
+from services.analysis.logic import analyze, find_redundancies
+from services.analysis.models import AnalysisResult, Drug, Finding, PatientRecord
+from services.analysis.store import MIGRATIONS
+from services.medications import current_thesaurus, knowledge_editions
+
+
+def parse_bundle(raw: bytes | str | dict[str, Any], *, today: date | None = None) -> PatientRecord:
+    """A FHIR R4 Bundle read into a checked record (``BundleError`` when unreadable)."""
+    return parse(raw, today=today or datetime.now(UTC).date())
+
+
+def analyze_bundle(
+    raw: bytes | str | dict[str, Any], store: Store | None = None, *, source: str | None = None
+) -> AnalysisResult:
+    """The whole analysis of one Bundle, with the knowledge in force on ``store``."""
+    record = parse_bundle(raw)
+    knowledge: dict[str, str | None] = (
+        knowledge_editions(store)
+        if store is not None
+        else {"thesaurus": f"ansm-{current_thesaurus(None).edition}", "catalog": None}
+    )
+    return analyze(record, current_thesaurus(store), source=source, knowledge=knowledge)
+
+
+PLUGIN = ServicePlugin(
+    name="analysis",
+    controllers=(AnalysisController, CdsHooksController),
+    migrations=MIGRATIONS,
+    cli=analyze_command,
+)
+
+__all__ = [
+    "PLUGIN",
+    "AnalysisResult",
+    "BundleError",
+    "Drug",
+    "Finding",
+    "analyze_bundle",
+    "find_redundancies",
+    "parse_bundle",
+]

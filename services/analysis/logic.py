@@ -1,0 +1,841 @@
+"""The clinical engine: pure functions from a :class:`PatientRecord` to findings.
+
+No I/O here: the thesaurus and the rules are passed in, already loaded. Everything is
+sorted on the way in and on the way out, so the order of the bundle's entries never
+changes the answer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, timedelta
+from typing import Any
+
+from services.analysis.models import (
+    AnalysisResult,
+    BpmEligibility,
+    Dispense,
+    Drug,
+    Finding,
+    Lab,
+    NotEvaluated,
+    PatientRecord,
+    Severity,
+)
+from services.analysis.rules import Criterion, LabTest, RedundancyFile, RuleSet
+from services.analysis.rules import load as load_rules
+from services.medications import Thesaurus
+from services.patients import SubstancePeriod
+from services.patients import bpm_eligibility as patient_bpm_eligibility
+
+LEVELS: dict[str, Severity] = {
+    "contre-indication": "contraindication",
+    "association-deconseillee": "avoid",
+    "precaution-emploi": "precaution",
+    "a-prendre-en-compte": "consider",
+}
+SEVERITY_RANK: dict[str, int] = {
+    "contraindication": 0,
+    "avoid": 1,
+    "high": 2,
+    "precaution": 3,
+    "moderate": 4,
+    "consider": 5,
+    "low": 6,
+}
+KIND_RANK = {"interaction": 0, "dose": 1, "stopp": 2, "redundancy": 3, "start": 4, "adherence": 5}
+CREATININE_UMOL_PER_MG_DL = 88.42
+EGFR_CODES = ("98979-8", "33914-3")
+
+
+# ------------------------------------------------------------------ renal function (pure)
+def cockcroft_gault(
+    *, age: float, weight_kg: float, creatinine_mg_dl: float, female: bool
+) -> float:
+    """Creatinine clearance in mL/min (Cockcroft & Gault, Nephron 1976)."""
+    if age <= 0 or weight_kg <= 0 or creatinine_mg_dl <= 0:
+        raise ValueError("age, weight and creatinine must be positive")
+    value = (140 - age) * weight_kg / (72 * creatinine_mg_dl)
+    return max(0.0, value * (0.85 if female else 1.0))
+
+
+def ckd_epi_2021(*, age: float, creatinine_mg_dl: float, female: bool) -> float:
+    """eGFR in mL/min/1.73 m² by the race-free CKD-EPI 2021 equation (Inker, NEJM 2021)."""
+    if age <= 0 or creatinine_mg_dl <= 0:
+        raise ValueError("age and creatinine must be positive")
+    kappa, alpha = (0.7, -0.241) if female else (0.9, -0.302)
+    ratio = creatinine_mg_dl / kappa
+    value = 142 * min(ratio, 1) ** alpha * max(ratio, 1) ** -1.200 * 0.9938**age
+    return float(value * (1.012 if female else 1.0))
+
+
+def creatinine_mg_dl(lab: Lab) -> float:
+    return lab.value / CREATININE_UMOL_PER_MG_DL if lab.loinc == "14682-9" else lab.value
+
+
+class Renal:
+    """Kidney function estimates available for one record, and what each one used."""
+
+    def __init__(self, record: PatientRecord, age: float | None, labs: Mapping[str, Lab]) -> None:
+        self.cg: float | None = None
+        self.egfr: float | None = None
+        self.egfr_method = ""
+        self.evidence: dict[str, Any] = {}
+        creat = labs.get("2160-0") or labs.get("14682-9")
+        if "2160-0" in labs and "14682-9" in labs:
+            creat = max(labs["2160-0"], labs["14682-9"], key=lambda lab: lab.when or date.min)
+        weight = labs.get("29463-7")
+        female = record.sex == "female"
+        if creat is not None:
+            self.evidence["creatinine"] = _lab_evidence(creat)
+        if creat is not None and weight is not None and age is not None and record.sex:
+            self.cg = round(
+                cockcroft_gault(
+                    age=age,
+                    weight_kg=weight.value,
+                    creatinine_mg_dl=creatinine_mg_dl(creat),
+                    female=female,
+                ),
+                1,
+            )
+            self.evidence["weight"] = _lab_evidence(weight)
+        measured = [labs[c] for c in EGFR_CODES if c in labs]
+        if measured:
+            latest = max(measured, key=lambda lab: lab.when or date.min)
+            self.egfr = latest.value
+            self.egfr_method = f"DFG du dossier (LOINC {latest.loinc})"
+            self.evidence["egfr"] = _lab_evidence(latest)
+        elif creat is not None and age is not None and record.sex:
+            self.egfr = round(
+                ckd_epi_2021(age=age, creatinine_mg_dl=creatinine_mg_dl(creat), female=female), 1
+            )
+            self.egfr_method = "DFG calculé (CKD-EPI 2021)"
+
+    def value(self, prefer: str = "cockcroft-gault") -> tuple[float, str, bool] | None:
+        """(mL/min, method, preferred?) or None when nothing can be estimated."""
+        cg = (self.cg, "clairance de Cockcroft-Gault") if self.cg is not None else None
+        gfr = (self.egfr, self.egfr_method) if self.egfr is not None else None
+        first, second = (cg, gfr) if prefer == "cockcroft-gault" else (gfr, cg)
+        if first is not None:
+            return float(first[0]), first[1], True
+        if second is not None:
+            return float(second[0]), second[1], False
+        return None
+
+
+def _lab_evidence(lab: Lab) -> dict[str, Any]:
+    return {
+        "loinc": lab.loinc,
+        "value": lab.value,
+        "unit": lab.unit,
+        "date": lab.when.isoformat() if lab.when else None,
+    }
+
+
+def _drug_evidence(drug: Drug) -> dict[str, Any]:
+    found: dict[str, Any] = {"label": drug.label, "atc": drug.atc}
+    if drug.cis:
+        found["cis"] = drug.cis
+    if drug.start:
+        found["start"] = drug.start.isoformat()
+    if drug.daily_dose_mg is not None:
+        found["daily_dose_mg"] = drug.daily_dose_mg
+    return found
+
+
+def age_on(birth: date, when: date) -> int:
+    return when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day))
+
+
+def _starts(code: str | None, prefixes: Iterable[str]) -> bool:
+    return code is not None and any(code.startswith(p) for p in prefixes)
+
+
+def _conf(value: float) -> float:
+    return round(min(1.0, max(0.05, value)), 2)
+
+
+# ------------------------------------------------------------------ interactions
+def find_interactions(drugs: Sequence[Drug], thesaurus: Thesaurus) -> list[Finding]:
+    """Every pair of active drugs checked against the thesaurus, classes expanded."""
+    keyed: list[tuple[Drug, set[str]]] = []
+    for drug in drugs:
+        keys: set[str] = set()
+        if drug.atc:
+            keys |= thesaurus.keys_for_atc(drug.atc)
+        if drug.name:
+            keys |= thesaurus.keys_for_name(drug.name)
+        if keys:
+            keyed.append((drug, keys))
+    findings: list[Finding] = []
+    seen: set[tuple[str, ...]] = set()
+    for i, (first, left) in enumerate(keyed):
+        for second, right in keyed[i + 1 :]:
+            if first.atc is not None and first.atc == second.atc:
+                continue  # one substance twice is a redundancy, not an interaction
+            for item, key_a, key_b in thesaurus.between(left, right):
+                marker = (item.a, item.b, *sorted((first.label, second.label)))
+                if marker in seen:
+                    continue
+                seen.add(marker)
+                findings.append(_interaction(item, first, second, key_a, key_b, thesaurus))
+    return findings
+
+
+def _interaction(
+    item: Any, first: Drug, second: Drug, key_a: str, key_b: str, thesaurus: Thesaurus
+) -> Finding:
+    severity = LEVELS.get(str(item.level.value), "consider")
+    conditional = [lv for lv in item.levels if lv.condition]
+    names = [thesaurus.entities[k].name if k in thesaurus.entities else k for k in (item.a, item.b)]
+    message = item.message
+    confidence = 0.95
+    evidence: dict[str, Any] = {
+        "drugs": [_drug_evidence(first), _drug_evidence(second)],
+        "via": [key_a, key_b],
+        "thesaurus": {
+            "edition": thesaurus.edition,
+            "pages": sorted({s.page for s in item.sources}),
+            "entries": sorted({f"{s.entry} + {s.partner}" for s in item.sources}),
+        },
+    }
+    if conditional:
+        doses_known = first.daily_dose_mg is not None and second.daily_dose_mg is not None
+        evidence["conditions"] = [
+            {"level": LEVELS.get(str(lv.level.value), "consider"), "condition": lv.condition}
+            for lv in item.levels
+        ]
+        evidence["condition_evaluated"] = False
+        message += " Niveau selon la dose ou le contexte : " + " ; ".join(
+            f"{LEVELS.get(str(lv.level.value))} {lv.condition}".strip() for lv in item.levels
+        )
+        message += "."
+        confidence = 0.75 if doses_known else 0.6
+    recommendation = {
+        "contraindication": "Association contre-indiquée : ne pas délivrer en l'état, "
+        "contacter le prescripteur.",
+        "avoid": "Association déconseillée : contacter le prescripteur avant délivrance.",
+        "precaution": "Précaution d'emploi : délivrer en expliquant la surveillance prévue "
+        "par le thésaurus.",
+        "consider": "À prendre en compte : informer le patient, pas d'action requise en général.",
+    }[severity]
+    if item.conduct:
+        recommendation += " Conduite à tenir (ANSM) : " + item.conduct
+    return Finding(
+        kind="interaction",
+        rule=f"ANSM {thesaurus.edition}: {names[0]} + {names[1]}",
+        severity=severity,
+        atc=sorted({d.atc for d in (first, second) if d.atc}),
+        message=message,
+        recommendation=recommendation,
+        recommendation_gp=f"Interaction {names[0]} + {names[1]} ({severity}, thésaurus ANSM "
+        f"{thesaurus.edition}) entre {first.label} et {second.label}.",
+        confidence=confidence,
+        evidence=evidence,
+    )
+
+
+# ------------------------------------------------------------------ redundancy
+def _separated(a: str, b: str, exceptions: RedundancyFile) -> bool:
+    for exc in exceptions.exception:
+        index_a = [i for i, s in enumerate(exc.sets) if _starts(a, s)]
+        index_b = [i for i, s in enumerate(exc.sets) if _starts(b, s)]
+        if index_a and index_b and not set(index_a) & set(index_b):
+            return True
+    return False
+
+
+def _conflicts(codes: Sequence[str], data: RedundancyFile) -> set[str]:
+    involved: set[str] = set()
+    for i, a in enumerate(codes):
+        for b in codes[i + 1 :]:
+            if a != b and not _separated(a, b, data):
+                involved |= {a, b}
+    return involved
+
+
+def find_redundancies(drugs: Sequence[Drug], rules: RuleSet | None = None) -> list[Finding]:
+    """Therapeutic redundancies among active drugs (public: the prescriptions service uses it).
+
+    Same substance through several products; two drugs of a class listed in
+    ``data/redundancy.toml`` (with its exceptions, e.g. a reliever plus a long-acting
+    bronchodilator); other pairs of the same ATC level-4 class, as a low-severity check.
+    """
+    data = (rules or load_rules()).redundancy
+    coded = sorted((d for d in drugs if d.atc), key=lambda d: (d.atc or "", d.label))
+    findings: list[Finding] = []
+    by_substance: dict[str, list[Drug]] = defaultdict(list)
+    for drug in coded:
+        if drug.atc and len(drug.atc) == 7:
+            by_substance[drug.atc].append(drug)
+    for atc, same in sorted(by_substance.items()):
+        if len(same) < 2:
+            continue
+        usual = _starts(atc, data.same_substance_lower_severity)
+        findings.append(
+            Finding(
+                kind="redundancy",
+                rule=f"{data.rule} (même substance)",
+                severity="low" if usual else "high",
+                atc=[atc],
+                message=f"La même substance ({atc}) est présente dans {len(same)} produits : "
+                + ", ".join(d.label for d in same)
+                + ".",
+                recommendation="Vérifier qu'il ne s'agit pas d'un doublon (princeps et "
+                "générique, ancienne et nouvelle ordonnance)"
+                + (
+                    " ; une forme LP avec une forme LI pour les accès est un schéma usuel."
+                    if usual
+                    else "."
+                ),
+                recommendation_gp=f"Double prescription de {atc} : doublon à confirmer.",
+                confidence=0.9,
+                evidence={"drugs": [_drug_evidence(d) for d in same], "source": data.source},
+            )
+        )
+    grouped: set[str] = set()
+    for group in data.group:
+        members = [d for d in coded if _starts(d.atc, group.prefixes)]
+        codes = sorted({d.atc for d in members if d.atc})
+        grouped |= set(codes)
+        involved = _conflicts(codes, data)
+        if not involved:
+            continue
+        findings.append(
+            Finding(
+                kind="redundancy",
+                rule=f"{group.rule} ({group.name})",
+                severity=group.severity,
+                atc=sorted(involved),
+                message=group.message,
+                recommendation=group.recommendation,
+                recommendation_gp=f"Redondance ({group.name}) : "
+                + ", ".join(d.label for d in members if d.atc in involved)
+                + ".",
+                confidence=0.85 if group.doubt else 0.9,
+                evidence={
+                    "drugs": [_drug_evidence(d) for d in members if d.atc in involved],
+                    "source": group.source,
+                    **({"doubt": group.doubt} if group.doubt else {}),
+                },
+            )
+        )
+    by_class: dict[str, list[Drug]] = defaultdict(list)
+    for drug in coded:
+        if (
+            drug.atc
+            and len(drug.atc) >= 5
+            and drug.atc not in grouped
+            and not _starts(drug.atc, data.level4_excluded)
+        ):
+            by_class[drug.atc[:5]].append(drug)
+    for prefix, members in sorted(by_class.items()):
+        involved = _conflicts(sorted({d.atc for d in members if d.atc}), data)
+        if not involved:
+            continue
+        findings.append(
+            Finding(
+                kind="redundancy",
+                rule=f"{data.rule} (classe ATC {prefix})",
+                severity="low",
+                atc=sorted(involved),
+                message=f"Deux médicaments de la même classe ATC ({prefix}) : "
+                + ", ".join(d.label for d in members if d.atc in involved)
+                + ".",
+                recommendation="Vérifier que l'association est voulue.",
+                recommendation_gp=f"Deux médicaments de la classe {prefix} associés.",
+                confidence=0.6,
+                evidence={
+                    "drugs": [_drug_evidence(d) for d in members if d.atc in involved],
+                    "source": data.source,
+                },
+            )
+        )
+    return findings
+
+
+# ------------------------------------------------------------------ renal dosing
+def find_dose_issues(
+    drugs: Sequence[Drug], renal: Renal, rules: RuleSet
+) -> tuple[list[Finding], list[NotEvaluated]]:
+    findings: list[Finding] = []
+    missing: list[NotEvaluated] = []
+    for drug in drugs:
+        entry = rules.renal_by_atc.get(drug.atc or "")
+        if entry is None:
+            continue
+        estimate = renal.value(entry.estimate)
+        rule = f"RCP 4.2 {entry.name}"
+        if estimate is None:
+            missing.append(
+                NotEvaluated(
+                    rule=rule,
+                    missing=[
+                        "créatinine (LOINC 2160-0 ou 14682-9) avec poids, âge et sexe, "
+                        "ou DFG (LOINC 98979-8 / 33914-3)"
+                    ],
+                )
+            )
+            continue
+        value, method, preferred = estimate
+        bands = [b for b in entry.bands if b.at_least <= value < b.below]
+        if not bands:
+            continue
+        band = min(bands, key=lambda b: b.below)
+        dose = drug.daily_dose_mg
+        if band.max_daily_mg is not None and dose is not None and dose <= band.max_daily_mg + 1e-9:
+            continue
+        severity: Severity = {
+            "contraindicated": "contraindication",
+            "avoid": "avoid",
+            "reduce": "high" if dose is not None and band.max_daily_mg is not None else "moderate",
+            "monitor": "low",
+        }[band.action]
+        confidence = 0.9 - (0.0 if preferred else 0.15) - (0.1 if entry.doubt else 0.0)
+        if band.action == "reduce" and dose is None:
+            confidence -= 0.15
+        if band.action in ("contraindicated", "avoid"):
+            text = f"{entry.name} : fonction rénale {value:.0f} mL/min ({method}). {band.advice}"
+            advice = f"Contacter le prescripteur : {band.advice}"
+        else:
+            text = f"{entry.name} : fonction rénale {value:.0f} mL/min ({method}). {band.advice}"
+            advice = f"Réduire à la posologie de l'RCP : {band.advice}" + (
+                f" Posologie actuelle : {dose:g} mg/j."
+                if dose is not None
+                else " Posologie non connue : la vérifier."
+            )
+        evidence: dict[str, Any] = {
+            "drugs": [_drug_evidence(drug)],
+            "renal": {"value": value, "method": method, **renal.evidence},
+            "source": entry.source,
+            "band": {"below": band.below, "at_least": band.at_least, "action": band.action},
+        }
+        if band.max_daily_mg is not None:
+            evidence["band"]["max_daily_mg"] = band.max_daily_mg
+        if entry.doubt:
+            evidence["doubt"] = entry.doubt
+        findings.append(
+            Finding(
+                kind="dose",
+                rule=rule,
+                severity=severity,
+                atc=[drug.atc] if drug.atc else [],
+                message=text,
+                recommendation=advice,
+                recommendation_gp=f"{entry.name}, fonction rénale {value:.0f} mL/min "
+                f"({method}) : {band.advice} ({entry.source}).",
+                confidence=_conf(confidence),
+                evidence=evidence,
+            )
+        )
+    return findings, missing
+
+
+# ------------------------------------------------------------------ anticholinergic burden
+def find_anticholinergic_burden(drugs: Sequence[Drug], rules: RuleSet) -> list[Finding]:
+    scored: dict[str, tuple[int, Drug]] = {}
+    for drug in drugs:
+        item = rules.acb_scores.get(drug.atc or "")
+        if item is not None:
+            scored.setdefault(item.name, (item.score, drug))
+    total = sum(score for score, _ in scored.values())
+    definite = [name for name, (score, _) in scored.items() if score >= 2]
+    if total < rules.acb.threshold and len(definite) < 2:
+        return []
+    severity: Severity = "high" if total >= rules.acb.threshold and len(scored) >= 2 else "moderate"
+    names = sorted(scored)
+    return [
+        Finding(
+            kind="stopp",
+            rule=rules.acb.stopp_rule,
+            severity=severity,
+            atc=sorted({d.atc for _, d in scored.values() if d.atc}),
+            message=f"Charge anticholinergique élevée : score ACB {total} "
+            f"({', '.join(f'{n} {scored[n][0]}' for n in names)}). Risque de confusion, "
+            "chutes, constipation et rétention urinaire.",
+            recommendation="Proposer au prescripteur de réduire la charge anticholinergique, "
+            "en commençant par les médicaments de score 3.",
+            recommendation_gp=f"Score ACB {total} (seuil {rules.acb.threshold}) : "
+            "déprescription des anticholinergiques à envisager (STOPP v3).",
+            confidence=0.85,
+            evidence={
+                "drugs": [_drug_evidence(scored[n][1]) for n in names],
+                "acb_total": total,
+                "scores": {n: scored[n][0] for n in names},
+                "scale": rules.acb.source,
+                "doubt": rules.acb.stopp_doubt,
+            },
+        )
+    ]
+
+
+# ------------------------------------------------------------------ adherence (PDC)
+def _key(item: Drug | Dispense) -> str:
+    return item.atc or (f"CIS {item.cis}" if item.cis else "") or item.label
+
+
+def proportion_of_days_covered(
+    dispenses: Sequence[Dispense], *, start: date, end: date
+) -> tuple[float, list[tuple[date, date]]]:
+    """PDC over [start, end) and the uncovered gaps; early refills carry over (PQA)."""
+    days = (end - start).days
+    if days <= 0:
+        raise ValueError("empty period")
+    covered = 0
+    gaps: list[tuple[date, date]] = []
+    cursor = start
+    supply_end = start
+    for item in sorted(dispenses, key=lambda d: d.handed_over):
+        begin = max(item.handed_over, supply_end)
+        if begin > cursor and begin < end:
+            gaps.append((cursor, begin))
+        finish = begin + timedelta(days=item.days_supply)
+        lo, hi = max(begin, start), min(finish, end)
+        if hi > lo:
+            covered += (hi - lo).days
+        supply_end = max(supply_end, finish)
+        cursor = max(cursor, supply_end)
+    if cursor < end:
+        gaps.append((cursor, end))
+    return min(1.0, covered / days), gaps
+
+
+def find_adherence(record: PatientRecord, rules: RuleSet) -> list[Finding]:
+    cfg = rules.adherence
+    window_start = record.as_of - timedelta(days=cfg.window_days)
+    wanted = {_key(d) for d in record.drugs}
+    groups: dict[str, list[Dispense]] = defaultdict(list)
+    for item in record.dispenses:
+        if item.handed_over >= window_start and (not wanted or _key(item) in wanted):
+            groups[_key(item)].append(item)
+    findings: list[Finding] = []
+    for _group, items in sorted(groups.items()):
+        if len(items) < cfg.min_dispenses:
+            continue
+        first = min(d.handed_over for d in items)
+        if (record.as_of - first).days < 60:
+            continue
+        pdc, gaps = proportion_of_days_covered(items, start=first, end=record.as_of)
+        if pdc >= cfg.threshold:
+            continue
+        big = [(a, b) for a, b in gaps if (b - a).days >= cfg.min_gap_days]
+        label = sorted(items, key=lambda d: d.handed_over)[-1].label
+        findings.append(
+            Finding(
+                kind="adherence",
+                rule=f"PDC < {cfg.threshold:.0%} sur {cfg.window_days} jours",
+                severity="high" if pdc < cfg.high_below else "moderate",
+                atc=sorted({d.atc for d in items if d.atc}),
+                message=f"{label} : proportion de jours couverts {pdc:.0%} depuis le "
+                f"{first.isoformat()} ({len(big)} interruption(s) d'au moins "
+                f"{cfg.min_gap_days} jours).",
+                recommendation="Aborder l'observance avec le patient (oublis, effets "
+                "indésirables, difficultés de prise) ; proposer un pilulier ou un entretien.",
+                recommendation_gp=f"Observance de {label} estimée à {pdc:.0%} (PDC "
+                "sur l'historique de délivrance).",
+                confidence=_conf(0.8 if len(items) >= 3 else 0.65),
+                evidence={
+                    "pdc": round(pdc, 3),
+                    "period": {"start": first.isoformat(), "end": record.as_of.isoformat()},
+                    "dispenses": [
+                        {"date": d.handed_over.isoformat(), "days_supply": d.days_supply}
+                        for d in sorted(items, key=lambda d: (d.handed_over, d.days_supply))
+                    ],
+                    "gaps": [
+                        {"start": a.isoformat(), "end": b.isoformat(), "days": (b - a).days}
+                        for a, b in big
+                    ],
+                    "source": cfg.source,
+                },
+            )
+        )
+    return findings
+
+
+# ------------------------------------------------------------------ BPM eligibility
+def bpm_eligibility(record: PatientRecord, age: int | None) -> BpmEligibility:
+    """The patients service's rule (``services.patients.bpm_eligibility``), reused as is.
+
+    Periods: an active MedicationStatement runs from its start (else its first dispensing)
+    to the date of the analysis; a dispensing covers its days of supply.
+    """
+    if record.birth_date is None or age is None:
+        return BpmEligibility(
+            eligible=False, reasons=["âge inconnu (Patient.birthDate absente ou invalide)"]
+        )
+    first_dispensed: dict[str, date] = {}
+    periods: list[SubstancePeriod] = []
+    for index, item in enumerate(record.dispenses):
+        key = _key(item)
+        first_dispensed[key] = min(first_dispensed.get(key, item.handed_over), item.handed_over)
+        periods.append(
+            SubstancePeriod(
+                substance=key,
+                name=item.label,
+                start=item.handed_over,
+                end=item.handed_over + timedelta(days=item.days_supply - 1),
+                source=f"dispensing:{index}",
+            )
+        )
+    unknown_start = 0
+    for index, drug in enumerate(record.drugs):
+        start = drug.start or first_dispensed.get(_key(drug))
+        if start is None:
+            unknown_start += 1
+            continue
+        periods.append(
+            SubstancePeriod(
+                substance=_key(drug),
+                name=drug.label,
+                start=start,
+                end=record.as_of,
+                source=f"statement:{index}",
+            )
+        )
+    outcome = patient_bpm_eligibility(record.birth_date, periods, record.as_of)
+    reasons = [*outcome.reasons, f"rule: {outcome.rule}"]
+    if unknown_start:
+        reasons.append(f"{unknown_start} active medication(s) without a start date, not counted")
+    if any(c.ald for c in record.conditions):
+        reasons.append("long-term condition (ALD) recorded")
+    return BpmEligibility(eligible=outcome.eligible, reasons=reasons)
+
+
+# ------------------------------------------------------------------ STOPP / START
+class _Context:
+    def __init__(self, record: PatientRecord, age: int | None, renal: Renal) -> None:
+        self.record = record
+        self.age = age
+        self.renal = renal
+        self.icd = sorted({c.code for c in record.conditions})
+
+    def lab(self, test: LabTest) -> tuple[float, dict[str, Any]] | None:
+        if test.code == "renal":
+            found = self.renal.value()
+            if found is None:
+                return None
+            return found[0], {"renal": found[0], "method": found[1], **self.renal.evidence}
+        candidates = [
+            lab
+            for lab in self.record.labs
+            if lab.loinc == test.code
+            and (lab.when is None or (self.record.as_of - lab.when).days <= test.max_age_days)
+        ]
+        if not candidates:
+            return None
+        latest = max(candidates, key=lambda lab: lab.when or date.min)
+        return latest.value, _lab_evidence(latest)
+
+
+def _holds(value: float, test: LabTest) -> bool:
+    return {
+        "<": value < test.value,
+        "<=": value <= test.value,
+        ">": value > test.value,
+        ">=": value >= test.value,
+    }[test.op]
+
+
+def _lab_name(test: LabTest) -> str:
+    if test.code == "renal":
+        return "fonction rénale (créatinine avec poids, âge et sexe, ou DFG)"
+    return f"LOINC {test.code} (moins de {test.max_age_days} jours)"
+
+
+def evaluate_criterion(
+    crit: Criterion, drugs: Sequence[Drug], ctx: _Context
+) -> Finding | NotEvaluated | None:
+    record = ctx.record
+    if ctx.age is None:
+        return NotEvaluated(rule=crit.id, missing=["âge (Patient.birthDate)"])
+    if ctx.age < crit.min_age or (crit.max_age is not None and ctx.age > crit.max_age):
+        return None
+    confidence = 0.9 if crit.status == "encoded" else 0.7
+    matched = [
+        d for d in drugs if _starts(d.atc, crit.drugs) and not _starts(d.atc, crit.except_drugs)
+    ]
+    if crit.drugs and not matched:
+        return None
+    if crit.min_days:
+        dated = [d for d in matched if d.start is not None]
+        if not dated:
+            return NotEvaluated(rule=crit.id, missing=["date de début (effectivePeriod.start)"])
+        matched = [d for d in dated if d.start and (record.as_of - d.start).days >= crit.min_days]
+        if not matched:
+            return None
+    if crit.min_daily_mg is not None:
+        dosed = [d for d in matched if d.daily_dose_mg is not None]
+        if not dosed:
+            return NotEvaluated(rule=crit.id, missing=["posologie (dosage.doseAndRate, timing)"])
+        matched = [d for d in dosed if (d.daily_dose_mg or 0) >= crit.min_daily_mg]
+        if not matched:
+            return None
+    also: list[Drug] = []
+    for group in crit.also_drugs:
+        members = [d for d in drugs if _starts(d.atc, group) and d not in matched]
+        if not members:
+            return None
+        also.extend(members)
+    if _starts_any(drugs, crit.without_drugs) or _starts_any(drugs, crit.start_atc):
+        return None
+    conditions: list[str] = []
+    if crit.conditions:
+        conditions = [c for c in ctx.icd if _starts(c, crit.conditions)]
+        if not conditions:
+            return None
+    if any(_starts(c, crit.without_conditions) for c in ctx.icd):
+        return None
+    labs: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for test in crit.labs:
+        found = ctx.lab(test)
+        if found is None:
+            missing.append(_lab_name(test))
+            continue
+        if not _holds(found[0], test):
+            return None
+        labs.append(found[1])
+    if crit.labs_any:
+        results = [(test, ctx.lab(test)) for test in crit.labs_any]
+        hits = [f for t, f in results if f is not None and _holds(f[0], t)]
+        if not hits:
+            unknown = [_lab_name(t) for t, f in results if f is None]
+            if not unknown:
+                return None
+            missing.extend(unknown)
+        labs.extend(h[1] for h in hits)
+    if missing:
+        return NotEvaluated(rule=crit.id, missing=missing)
+    if crit.doubt:
+        confidence -= 0.05
+    involved = sorted({d.atc for d in (*matched, *also) if d.atc})
+    evidence: dict[str, Any] = {
+        "criterion": crit.summary,
+        "status": crit.status,
+        "source": crit.source,
+        "age": ctx.age,
+        "drugs": [_drug_evidence(d) for d in (*matched, *also)],
+    }
+    if conditions:
+        evidence["conditions"] = [
+            {"icd10": c.code, "onset": c.onset.isoformat() if c.onset else None}
+            for c in record.conditions
+            if c.code in conditions
+        ]
+    if labs:
+        evidence["labs"] = labs
+    if crit.partial_reason:
+        evidence["not_checked"] = crit.partial_reason
+    if crit.doubt:
+        evidence["doubt"] = crit.doubt
+    return Finding(
+        kind=crit.kind,
+        rule=crit.id,
+        severity=crit.severity,
+        atc=list(crit.start_atc) if crit.kind == "start" else involved,
+        message=crit.message,
+        recommendation=crit.recommendation,
+        recommendation_gp=crit.gp,
+        confidence=_conf(confidence),
+        evidence=evidence,
+    )
+
+
+def _starts_any(drugs: Sequence[Drug], prefixes: Sequence[str]) -> bool:
+    return bool(prefixes) and any(_starts(d.atc, prefixes) for d in drugs)
+
+
+def find_stopp_start(
+    drugs: Sequence[Drug], ctx: _Context, rules: RuleSet
+) -> tuple[list[Finding], list[NotEvaluated]]:
+    atcs = {d.atc for d in drugs if d.atc}
+    findings: list[Finding] = []
+    missing: list[NotEvaluated] = []
+    if ctx.age is not None and ctx.age < 65:
+        return findings, missing
+    for crit in rules.criteria_for(atcs, set(ctx.icd)):
+        if crit.kind == "stopp" and not crit.drugs and not crit.conditions:
+            continue
+        outcome = evaluate_criterion(crit, drugs, ctx)
+        if isinstance(outcome, Finding):
+            findings.append(outcome)
+        elif isinstance(outcome, NotEvaluated):
+            missing.append(outcome)
+    if drugs and (ctx.age is None or ctx.age >= 65):
+        for item in rules.stopp_start.not_encoded:
+            missing.append(NotEvaluated(rule=item.id, missing=[item.reason]))
+    return findings, missing
+
+
+# ------------------------------------------------------------------ the whole analysis
+def _sort_key(finding: Finding) -> tuple[Any, ...]:
+    return (
+        KIND_RANK[finding.kind],
+        SEVERITY_RANK[finding.severity],
+        finding.rule,
+        finding.atc,
+        finding.message,
+    )
+
+
+def analyze(
+    record: PatientRecord,
+    thesaurus: Thesaurus,
+    *,
+    rules: RuleSet | None = None,
+    source: str | None = None,
+    knowledge: Mapping[str, str | None] | None = None,
+) -> AnalysisResult:
+    """All findings for one patient record (the engine; pure and deterministic)."""
+    rules = rules or load_rules()
+    drugs = sorted(
+        record.drugs,
+        key=lambda d: (
+            d.atc or "",
+            d.label,
+            d.cis or "",
+            d.start or date.min,
+            d.daily_dose_mg or 0,
+        ),
+    )
+    age = age_on(record.birth_date, record.as_of) if record.birth_date else None
+    latest: dict[str, Lab] = {}
+    for lab in sorted(record.labs, key=lambda x: (x.when or date.min, x.value)):
+        if lab.when is None or (record.as_of - lab.when).days <= 365:
+            latest[lab.loinc] = lab
+    renal = Renal(record, age, latest)
+    ctx = _Context(record, age, renal)
+    findings: list[Finding] = []
+    not_evaluated: list[NotEvaluated] = [
+        NotEvaluated(rule=what, missing=list(why)) for what, why in record.problems
+    ]
+    findings += find_interactions(drugs, thesaurus)
+    findings += find_redundancies(drugs, rules)
+    dose, missing = find_dose_issues(drugs, renal, rules)
+    findings += dose
+    not_evaluated += missing
+    findings += find_anticholinergic_burden(drugs, rules)
+    stopp, missing = find_stopp_start(drugs, ctx, rules)
+    findings += stopp
+    not_evaluated += missing
+    findings += find_adherence(record, rules)
+    uncoded = [d.label for d in drugs if not d.atc]
+    if uncoded:
+        not_evaluated.append(
+            NotEvaluated(
+                rule="STOPP/START, redondance, adaptation rénale",
+                missing=[f"code ATC de : {label}" for label in sorted(uncoded)],
+            )
+        )
+    unique: dict[tuple[str, ...], NotEvaluated] = {}
+    for item in not_evaluated:
+        unique.setdefault((item.rule, *item.missing), item)
+    return AnalysisResult(
+        source=source,
+        as_of=record.as_of,
+        knowledge={**(knowledge or {}), **rules.versions()},
+        bpm_eligibility=bpm_eligibility(record, age),
+        findings=sorted(findings, key=_sort_key),
+        not_evaluated=sorted(unique.values(), key=lambda n: (n.rule, n.missing)),
+    )

@@ -1,0 +1,260 @@
+"""Clinical rules as data: the TOML files of ``data/``, their schema, and compiled indexes.
+
+Every file is decoded against a frozen msgspec schema (an unknown field or a wrong type is a
+load error, not a silent default) and every rule must cite its source. Loading compiles
+ATC-prefix and ICD-10-prefix indexes, so evaluating a patient looks up the few candidate
+rules of their drugs and conditions instead of scanning every rule. Pure but for ``load``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import cache
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import msgspec
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+STOPP_START_SOURCE = (
+    "O'Mahony D, Cherubini A, Guiteras AR, et al. STOPP/START criteria for potentially "
+    "inappropriate prescribing in older people: version 3. Eur Geriatr Med 2023;14:625-632"
+)
+
+_T = TypeVar("_T")
+RuleSeverity = Literal["high", "moderate", "low"]
+Op = Literal["<", "<=", ">", ">="]
+
+
+class LabTest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``code`` is a LOINC code, or ``renal`` (the kidney function the engine estimated)."""
+
+    code: str
+    op: Op
+    value: float
+    max_age_days: int = 365
+
+
+class Criterion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A STOPP or START criterion, evaluated from codes (see docs/analysis.md for semantics).
+
+    STOPP fires when a ``drugs`` prefix is present (or, with no ``drugs``, on conditions),
+    every ``also_drugs`` group has a member, a ``conditions`` prefix is present (when
+    listed), no ``without_drugs`` / ``without_conditions`` match, and the labs hold.
+    START fires on its ``conditions`` (or ``drugs``) when none of ``start_atc`` is taken.
+    """
+
+    id: str
+    kind: Literal["stopp", "start"]
+    severity: RuleSeverity
+    status: Literal["encoded", "partial"]
+    summary: str
+    message: str
+    recommendation: str
+    gp: str
+    drugs: tuple[str, ...] = ()
+    except_drugs: tuple[str, ...] = ()
+    also_drugs: tuple[tuple[str, ...], ...] = ()
+    without_drugs: tuple[str, ...] = ()
+    conditions: tuple[str, ...] = ()
+    without_conditions: tuple[str, ...] = ()
+    labs: tuple[LabTest, ...] = ()
+    labs_any: tuple[LabTest, ...] = ()
+    min_age: int = 65
+    max_age: int | None = None
+    min_days: int = 0
+    min_daily_mg: float | None = None
+    start_atc: tuple[str, ...] = ()
+    partial_reason: str = ""
+    doubt: str = ""
+    source: str = STOPP_START_SOURCE
+
+
+class NotEncoded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    reason: str
+
+
+class StoppStartFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: str
+    source: str
+    criterion: tuple[Criterion, ...]
+    not_encoded: tuple[NotEncoded, ...] = ()
+
+
+class AcbDrug(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    atc: tuple[str, ...]
+    score: Literal[1, 2, 3]
+
+
+class AcbFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: str
+    source: str
+    threshold: int
+    stopp_rule: str
+    stopp_doubt: str
+    drug: tuple[AcbDrug, ...]
+
+
+class RenalBand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Applies when the kidney function is below ``below`` mL/min (and at or above ``from``)."""
+
+    below: float
+    action: Literal["contraindicated", "reduce", "avoid", "monitor"]
+    advice: str
+    max_daily_mg: float | None = None
+    at_least: float = 0.0
+
+
+class RenalDrug(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    atc: tuple[str, ...]
+    source: str
+    bands: tuple[RenalBand, ...]
+    estimate: Literal["cockcroft-gault", "egfr"] = "cockcroft-gault"
+    doubt: str = ""
+
+
+class RenalFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: str
+    drug: tuple[RenalDrug, ...]
+
+
+class RedundancyGroup(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """ATC prefixes whose members should not be taken together (one finding per group)."""
+
+    name: str
+    prefixes: tuple[str, ...]
+    severity: RuleSeverity
+    rule: str
+    source: str
+    message: str
+    recommendation: str
+    doubt: str = ""
+
+
+class RedundancyException(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Combinations of standard practice: members of different ``sets`` are not a duplicate."""
+
+    name: str
+    sets: tuple[tuple[str, ...], ...]
+    source: str
+
+
+class RedundancyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: str
+    rule: str
+    source: str
+    same_substance_lower_severity: tuple[str, ...]
+    level4_excluded: tuple[str, ...]
+    group: tuple[RedundancyGroup, ...]
+    exception: tuple[RedundancyException, ...] = ()
+
+
+class AdherenceFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: str
+    source: str
+    window_days: int
+    threshold: float
+    high_below: float
+    min_gap_days: int
+    min_dispenses: int
+
+
+class RuleError(Exception):
+    """A rules file does not match its schema or breaks a rule of consistency."""
+
+
+def _decode(name: str, schema: type[_T]) -> _T:
+    path = DATA_DIR / name
+    try:
+        return msgspec.toml.decode(path.read_bytes(), type=schema)
+    except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise RuleError(f"{name}: {exc}") from exc
+
+
+class RuleSet:
+    """All rules, loaded once and indexed (ATC prefix → criteria, ICD-10 prefix → criteria)."""
+
+    def __init__(
+        self,
+        stopp_start: StoppStartFile,
+        acb: AcbFile,
+        renal: RenalFile,
+        redundancy: RedundancyFile,
+        adherence: AdherenceFile,
+    ) -> None:
+        self.stopp_start = stopp_start
+        self.acb = acb
+        self.renal = renal
+        self.redundancy = redundancy
+        self.adherence = adherence
+        ids = [c.id for c in stopp_start.criterion] + [n.id for n in stopp_start.not_encoded]
+        dupes = {i for i in ids if ids.count(i) > 1}
+        if dupes:
+            raise RuleError(f"stopp_start.toml: duplicate ids {sorted(dupes)}")
+        self.by_atc: dict[str, list[Criterion]] = defaultdict(list)
+        self.by_icd: dict[str, list[Criterion]] = defaultdict(list)
+        self.always: list[Criterion] = []
+        for crit in stopp_start.criterion:
+            if crit.kind == "start" and not crit.start_atc:
+                raise RuleError(f"{crit.id}: a START criterion needs start_atc")
+            if crit.drugs:
+                for prefix in crit.drugs:
+                    self.by_atc[prefix].append(crit)
+            elif crit.conditions:
+                for prefix in crit.conditions:
+                    self.by_icd[prefix].append(crit)
+            else:
+                self.always.append(crit)
+        self.acb_scores: dict[str, AcbDrug] = {}
+        for item in acb.drug:
+            for code in item.atc:
+                self.acb_scores[code] = item
+        self.renal_by_atc: dict[str, RenalDrug] = {}
+        for drug in renal.drug:
+            if not drug.source:
+                raise RuleError(f"renal.toml: {drug.name} has no source")
+            for code in drug.atc:
+                self.renal_by_atc[code] = drug
+
+    @staticmethod
+    def _prefix_lookup(index: dict[str, list[Criterion]], code: str) -> list[Criterion]:
+        found: list[Criterion] = []
+        for n in range(1, len(code) + 1):
+            found.extend(index.get(code[:n], ()))
+        return found
+
+    def criteria_for(self, atc_codes: set[str], icd_codes: set[str]) -> list[Criterion]:
+        """Candidate criteria for these drugs and conditions, each once, in file order."""
+        seen: dict[str, Criterion] = {c.id: c for c in self.always}
+        for code in atc_codes:
+            for crit in self._prefix_lookup(self.by_atc, code):
+                seen.setdefault(crit.id, crit)
+        for code in icd_codes:
+            for crit in self._prefix_lookup(self.by_icd, code):
+                seen.setdefault(crit.id, crit)
+        order = {c.id: i for i, c in enumerate(self.stopp_start.criterion)}
+        return sorted(seen.values(), key=lambda c: order[c.id])
+
+    def versions(self) -> dict[str, str]:
+        return {
+            "stopp_start": self.stopp_start.version,
+            "acb": self.acb.version,
+            "renal": self.renal.version,
+            "redundancy": self.redundancy.version,
+            "adherence": self.adherence.version,
+        }
+
+
+@cache
+def load() -> RuleSet:
+    """The bundled rules, validated and compiled once per process."""
+    return RuleSet(
+        _decode("stopp_start.toml", StoppStartFile),
+        _decode("acb.toml", AcbFile),
+        _decode("renal.toml", RenalFile),
+        _decode("redundancy.toml", RedundancyFile),
+        _decode("adherence.toml", AdherenceFile),
+    )
