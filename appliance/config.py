@@ -121,6 +121,21 @@ class Settings(BaseModel):
     web_client_redirect_uris: str = ""
     """Extra redirect URIs of the built-in web client ``hygie-web``, comma-separated."""
 
+    # Local LLMs (models/, services/llm).
+    llm_models_dir: Path | None = None
+    """Model manifests (``hygie models add``); defaults to ``<data_dir>/models``."""
+    llm_cache_size: int = Field(default=3, ge=1, le=16)
+    """Models kept loaded at once (least recently used unloaded first)."""
+    llm_memory_budget_mb: int = Field(default=8192, ge=64, le=1_048_576)
+    """Memory the loaded models may take together (GPU or CPU), estimated from the weights."""
+    llm_cascade: str = "BioMistral-7B,MedFound-Llama3-8B,HippoMistral"
+    """Models in priority order (draft, critique, verify; ensemble tie-break order)."""
+    llm_remote_enabled: bool = False
+    """Fall back to a remote OpenAI-compatible endpoint (pseudonymised data only)."""
+    llm_remote_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    llm_remote_model: str = "remote"
+    llm_remote_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
     @property
     def runs_embedded_worker(self) -> bool:
         if self.embedded_worker is None:
@@ -152,6 +167,10 @@ class Settings(BaseModel):
     def key_path(self) -> Path:
         assert self.key_dir is not None, "load_settings() always sets key_dir"
         return self.key_dir
+
+    @property
+    def llm_models_path(self) -> Path:
+        return self.llm_models_dir or self.data_path / "models"
 
     @property
     def domain_db_path(self) -> Path:

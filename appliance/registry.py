@@ -8,6 +8,7 @@ from appliance.store import Migration
 from appliance.tasks import PLATFORM_MIGRATIONS
 from services.analysis import PLUGIN as ANALYSIS
 from services.identity import PLUGINS as IDENTITY
+from services.llm import CLI_PLUGIN as LLM
 from services.medications import PLUGINS as MEDICATIONS
 from services.patients import PLUGIN as PATIENTS
 from services.prescriptions import PLUGIN as PRESCRIPTIONS
@@ -20,6 +21,7 @@ INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (
     PATIENTS,
     PRESCRIPTIONS,
     ANALYSIS,
+    LLM,
 )
 
 

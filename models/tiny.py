@@ -1,0 +1,154 @@
+"""Tiny models with random weights, built locally for tests and benchmarks (no download).
+
+* :func:`build_tiny_transformers`: a 2-layer Llama-architecture model and a byte-level BPE
+  tokenizer trained here with ``tokenizers``, saved with ``save_pretrained``;
+* :func:`build_tiny_gguf`: a 2-layer llama GGUF written with the ``gguf`` package, reusing
+  the tokenizer metadata of the embedded SmolLM2 GGUF (so llama.cpp's own loader runs).
+
+Both are idempotent: a folder or file already built is reused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CORPUS = [
+    "Le patient prend du ramipril 5 mg le matin et de l'ibuprofène 400 mg.",
+    "Association déconseillée : parlez-en à votre médecin avant tout changement.",
+    '{"texte": "Synthèse du bilan", "points": [], "medicaments": ["ramipril"]}',
+    "Créatinine 120 µmol/L, potassium 5,1 mmol/L, clairance 45 mL/min.",
+    "Bonjour, voici vos conseils pour bien prendre votre traitement.",
+]
+
+
+def build_tiny_transformers(folder: Path, *, seed: int = 0) -> Path:
+    if (folder / "config.json").exists():
+        return folder
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))  # noqa: S106 - a vocabulary token
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    special_tokens = {
+        "unk_token": "<unk>",
+        "bos_token": "<s>",
+        "eos_token": "<|im_end|>",
+        "pad_token": "</s>",
+    }
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tokenizer, **special_tokens
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def _field_value(reader: Any, name: str) -> Any:
+    from gguf import GGUFValueType
+
+    field = reader.fields[name]
+    kind = field.types[0]
+    if kind == GGUFValueType.ARRAY:
+        item = field.types[-1]
+        parts = [field.parts[i] for i in field.data]
+        if item == GGUFValueType.STRING:
+            return [bytes(p).decode("utf-8") for p in parts], item
+        return [p.tolist()[0] for p in parts], item
+    if kind == GGUFValueType.STRING:
+        return bytes(field.parts[field.data[0]]).decode("utf-8"), kind
+    return field.parts[field.data[0]].tolist()[0], kind
+
+
+def build_tiny_gguf(target: Path, tokenizer_source: Path, *, seed: int = 0) -> Path:
+    """A 2-layer, 64-wide llama GGUF (f32, random weights) using ``tokenizer_source``'s
+    tokenizer (any llama.cpp GGUF with a ``gpt2`` tokenizer, e.g. the embedded SmolLM2)."""
+    if target.exists():
+        return target
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(tokenizer_source))
+    tokens, _ = _field_value(reader, "tokenizer.ggml.tokens")
+    vocab = len(tokens)
+    n_embd, n_ff, n_layer, n_head = 64, 128, 2, 4
+    writer = gguf.GGUFWriter(str(target), "llama")
+    writer.add_name("hygie-tiny-llama")
+    writer.add_context_length(2048)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model(_field_value(reader, "tokenizer.ggml.model")[0])
+    pre = "tokenizer.ggml.pre"
+    if pre in reader.fields:
+        writer.add_tokenizer_pre(_field_value(reader, pre)[0])
+    writer.add_token_list(tokens)
+    writer.add_token_types(_field_value(reader, "tokenizer.ggml.token_type")[0])
+    writer.add_token_merges(_field_value(reader, "tokenizer.ggml.merges")[0])
+    for key, add in (
+        ("tokenizer.ggml.bos_token_id", writer.add_bos_token_id),
+        ("tokenizer.ggml.eos_token_id", writer.add_eos_token_id),
+        ("tokenizer.ggml.padding_token_id", writer.add_pad_token_id),
+        ("tokenizer.ggml.unknown_token_id", writer.add_unk_token_id),
+    ):
+        if key in reader.fields:
+            add(int(_field_value(reader, key)[0]))
+    if "tokenizer.chat_template" in reader.fields:
+        writer.add_chat_template(_field_value(reader, "tokenizer.chat_template")[0])
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int) -> Any:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    writer.add_tensor("token_embd.weight", weights(vocab, n_embd))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    for i in range(n_layer):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            writer.add_tensor(f"blk.{i}.{name}.weight", weights(n_embd, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weights(n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", weights(n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", weights(n_embd, n_ff))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return target
