@@ -1,0 +1,217 @@
+"""Pure parts of the analysis engine: kidney function, PDC, parsing of bad bundles, rules
+loading, and properties (an unrelated drug never removes a finding; entry order never
+changes the answer)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.analysis import BundleError, Drug, find_redundancies, parse_bundle
+from services.analysis.logic import (
+    analyze,
+    ckd_epi_2021,
+    cockcroft_gault,
+    proportion_of_days_covered,
+)
+from services.analysis.models import Dispense
+from services.analysis.rules import load
+from services.medications import current_thesaurus
+
+VIGNETTES = sorted((Path(__file__).parent / "fixtures" / "vignettes").glob("*.json"))
+THESAURUS = current_thesaurus(None)
+
+
+def _case(name: str) -> dict[str, Any]:
+    path = Path(__file__).parent / "fixtures" / "vignettes" / f"{name}.json"
+    return json.loads(path.read_text())["bundle"]  # type: ignore[no-any-return]
+
+
+def _run(bundle: dict[str, Any]) -> Any:
+    return analyze(parse_bundle(bundle, today=date(2026, 1, 15)), THESAURUS)
+
+
+# ---------------------------------------------------------------- kidney function
+def test_cockcroft_gault_reference_values() -> None:
+    # (140 - 80) * 60 / (72 * 1.0) = 50 ; female x 0.85
+    assert cockcroft_gault(age=80, weight_kg=60, creatinine_mg_dl=1.0, female=False) == 50
+    assert cockcroft_gault(age=80, weight_kg=60, creatinine_mg_dl=1.0, female=True) == 42.5
+    with pytest.raises(ValueError):
+        cockcroft_gault(age=80, weight_kg=0, creatinine_mg_dl=1.0, female=True)
+
+
+def test_ckd_epi_2021_reference_values() -> None:
+    # by hand: 142 x 1.111^-1.2 x 0.9938^60 = 86.2
+    # woman, 0.8 mg/dL: 142 x 1.143^-1.2 x 0.9938^60 x 1.012 = 84.3
+    assert round(ckd_epi_2021(age=60, creatinine_mg_dl=1.0, female=False)) == 86
+    assert round(ckd_epi_2021(age=60, creatinine_mg_dl=0.8, female=True)) == 84
+
+
+def test_creatinine_in_umol_is_converted_and_the_method_stated() -> None:
+    result = _run(_case("dose-doac-rivaroxaban"))
+    dose = next(f for f in result.findings if f.kind == "dose")
+    assert dose.evidence["renal"]["method"] == "clairance de Cockcroft-Gault"
+    # 80-year-old woman, 55 kg, 120 µmol/L = 1.357 mg/dL -> 60*55/(72*1.357)*0.85 = 28.7
+    assert dose.evidence["renal"]["value"] == pytest.approx(28.7, abs=0.1)
+
+
+def test_egfr_from_the_record_is_used_when_there_is_no_weight() -> None:
+    result = _run(_case("dose-metformin-egfr"))
+    dose = next(f for f in result.findings if f.kind == "dose")
+    assert "LOINC 98979-8" in dose.evidence["renal"]["method"]
+    assert dose.severity == "high"
+    assert "1 000 mg" in dose.recommendation
+
+
+# ---------------------------------------------------------------- adherence
+def test_pdc_carries_early_refills_over_and_lists_gaps() -> None:
+    start, end = date(2025, 1, 1), date(2025, 4, 11)  # 100 days
+    items = [
+        Dispense(label="x", handed_over=date(2025, 1, 1), days_supply=30),
+        Dispense(label="x", handed_over=date(2025, 1, 20), days_supply=30),  # early: carried
+        Dispense(label="x", handed_over=date(2025, 3, 22), days_supply=30),
+    ]
+    pdc, gaps = proportion_of_days_covered(items, start=start, end=end)
+    assert pdc == pytest.approx(0.8)
+    assert gaps == [(date(2025, 3, 2), date(2025, 3, 22))]
+
+
+def test_adherence_finding_reports_the_gaps() -> None:
+    result = _run(_case("adh-poor"))
+    finding = next(f for f in result.findings if f.kind == "adherence")
+    assert finding.evidence["pdc"] < 0.8
+    assert finding.evidence["gaps"]
+
+
+# ---------------------------------------------------------------- redundancy (public)
+def test_find_redundancies_is_pure_and_public() -> None:
+    found = find_redundancies(
+        [Drug(label="ibuprofène", atc="M01AE01"), Drug(label="diclofénac", atc="M01AB05")]
+    )
+    assert [f.rule for f in found] == ["STOPP v3 A3 (anti-inflammatoires non stéroïdiens)"]
+    assert found[0].atc == ["M01AB05", "M01AE01"]
+    assert find_redundancies([Drug(label="a", atc="R03AC02"), Drug(label="b", atc="R03AC12")]) == []
+
+
+# ---------------------------------------------------------------- bad bundles
+@pytest.mark.parametrize(
+    "raw",
+    [b"not json", b"[]", b'{"resourceType": "Patient"}', b'{"resourceType":"Bundle","entry":{}}'],
+)
+def test_unreadable_input_is_a_bundle_error(raw: bytes) -> None:
+    with pytest.raises(BundleError):
+        parse_bundle(raw)
+
+
+def test_no_patient_is_reported_not_crashed() -> None:
+    bundle = _case("stopp-d5-benzo")
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Patient"]
+    result = _run(bundle)
+    assert not [f for f in result.findings if f.kind in ("stopp", "start")]
+    assert any(n.rule == "patient" for n in result.not_evaluated)
+    assert any(n.rule == "STOPP v3 D5" and "âge" in n.missing[0] for n in result.not_evaluated)
+    assert result.bpm_eligibility.eligible is False
+
+
+def test_impossible_values_and_future_birth_date_are_set_aside() -> None:
+    bundle = _case("dose-doac-rivaroxaban")
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Observation":
+            resource["valueQuantity"]["value"] = 0 if "29463" in str(resource) else -3
+        if resource["resourceType"] == "Patient":
+            resource["birthDate"] = "2090-01-01"
+    result = _run(bundle)
+    rules = {n.rule: n.missing for n in result.not_evaluated}
+    assert "birthDate: in the future" in rules["patient"]
+    assert any("impossible value" in m for m in rules["LOINC 29463-7"])
+    assert any("impossible value" in m for m in rules["LOINC 14682-9"])
+    assert not [f for f in result.findings if f.kind == "dose"]
+    assert "RCP 4.2 rivaroxaban" in rules
+
+
+def test_unknown_codes_give_no_finding_and_a_reason() -> None:
+    bundle = _case("neg-paracetamol")
+    bundle["entry"].append(
+        {
+            "resource": {
+                "resourceType": "MedicationStatement",
+                "status": "active",
+                "medicationCodeableConcept": {"text": "potion maison"},
+            }
+        }
+    )
+    result = _run(bundle)
+    assert result.findings == []
+    assert any("potion maison" in " ".join(n.missing) for n in result.not_evaluated)
+
+
+# ---------------------------------------------------------------- rules as data
+def test_rules_load_validated_and_indexed() -> None:
+    rules = load()
+    assert len(rules.renal.drug) >= 40
+    assert all(d.source for d in rules.renal.drug)
+    assert all(
+        c.source and c.id.startswith(("STOPP v3", "START v3")) for c in rules.stopp_start.criterion
+    )
+    assert rules.criteria_for({"N05BA04"}, set())  # benzodiazepine -> D5 and others
+    assert all(
+        "N05BA" in "".join(c.drugs) or "N05" in "".join(c.drugs)
+        for c in rules.criteria_for({"N05BA04"}, set())
+    )
+
+
+def test_a_rules_file_with_an_unknown_field_is_refused(tmp_path: Path) -> None:
+    from services.analysis.rules import RenalFile
+
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.toml.decode(
+            b'version = "x"\n[[drug]]\nname = "a"\natc = []\nsource = "s"\nbands = []\nbogus = 1\n',
+            type=RenalFile,
+        )
+
+
+# ---------------------------------------------------------------- properties
+UNRELATED = ["D01AC01", "S01XA20", "A11CC05", "D07AC01", "V03AE02", "A07EC02", "C05AA01"]
+BUNDLES = [json.loads(p.read_text())["bundle"] for p in VIGNETTES]
+
+
+def _keys(result: Any) -> set[tuple[str, str]]:
+    return {(f.kind, f.rule) for f in result.findings}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(BUNDLES), st.sampled_from(UNRELATED))
+def test_adding_an_unrelated_drug_never_removes_a_finding(bundle: dict[str, Any], atc: str) -> None:
+    before = _keys(_run(bundle))
+    extended = copy.deepcopy(bundle)
+    extended["entry"].append(
+        {
+            "resource": {
+                "resourceType": "MedicationStatement",
+                "status": "active",
+                "medicationCodeableConcept": {
+                    "coding": [{"system": "http://www.whocc.no/atc", "code": atc}]
+                },
+                "effectivePeriod": {"start": "2025-01-01"},
+            }
+        }
+    )
+    assert before <= _keys(_run(extended))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(BUNDLES), st.integers(min_value=0, max_value=2**32 - 1))
+def test_entry_order_never_changes_the_result(bundle: dict[str, Any], seed: int) -> None:
+    shuffled = copy.deepcopy(bundle)
+    random.Random(seed).shuffle(shuffled["entry"])
+    assert msgspec.json.encode(_run(bundle)) == msgspec.json.encode(_run(shuffled))
