@@ -7,6 +7,7 @@ from appliance.security.revocation import SECURITY_MIGRATIONS
 from appliance.store import Migration
 from appliance.tasks import PLATFORM_MIGRATIONS
 from services.analysis import PLUGIN as ANALYSIS
+from services.fhir import PLUGIN as FHIR
 from services.identity import PLUGINS as IDENTITY
 from services.llm import CLI_PLUGIN as LLM
 from services.medications import PLUGINS as MEDICATIONS
@@ -20,6 +21,7 @@ INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (
     *MEDICATIONS,
     PATIENTS,
     PRESCRIPTIONS,
+    FHIR,
     ANALYSIS,
     LLM,
 )

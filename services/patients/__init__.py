@@ -8,8 +8,11 @@ See docs/patients.md.
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 
+from appliance.config import Settings
+from appliance.fieldcrypto import load_field_keys
 from appliance.plugin import ServicePlugin
 from appliance.store import Store
 from services.patients import store as _repository
@@ -22,7 +25,18 @@ from services.patients.eligibility import (
     bpm_eligibility,
     rule_in_force,
 )
-from services.patients.models import Dispensing
+from services.patients.logic import (
+    PatientCrypto,
+    fold,
+    names_folded,
+    normalise_dispensing,
+    normalise_patient,
+    seal_patient,
+    unseal_patient,
+    validate_dispensing,
+    validate_patient,
+)
+from services.patients.models import Dispensing, FieldError, Patient, StoredDispensing
 from services.patients.store import MIGRATIONS
 
 
@@ -36,6 +50,98 @@ def dispensing_lines(
     """
     lines = _repository.dispensings_of(store, patient_id, since=since, limit=limit, offset=0)
     return [line.entity.entry for line in lines]
+
+
+class PatientRejected(Exception):
+    """A patient record that breaks the record's rules; ``errors`` lists every one."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.key}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+def patient_crypto(settings: Settings) -> PatientCrypto:
+    """The patient field keys (raises ``SecretError`` when ``field.key`` is missing)."""
+    return PatientCrypto.from_keys(load_field_keys(settings))
+
+
+def load_patient(
+    store: Store, crypto: PatientCrypto, patient_id: str
+) -> tuple[Patient, int] | None:
+    """A live patient record, unsealed, with its version (not audited: the caller does)."""
+    item = _repository.get_patient(store, patient_id)
+    if item is None or item.deleted:
+        return None
+    return unseal_patient(item.entity, crypto), item.version
+
+
+def find_patient(
+    store: Store, crypto: PatientCrypto, *, nir: str | None = None, ins: str | None = None
+) -> str | None:
+    """The id of the patient with this NIR or INS (exact, through the blind index)."""
+    if not (nir or ins):
+        return None
+    found = _repository.search_patients(
+        store,
+        terms=[],
+        birth_date=None,
+        nir_index=crypto.nir_index.compute(nir) if nir else None,
+        ins_index=crypto.ins_index.compute(ins) if ins else None,
+        limit=1,
+    )
+    return found[0].entity_id if found else None
+
+
+def save_patient(
+    store: Store,
+    crypto: PatientCrypto,
+    patient: Patient,
+    *,
+    actor: str,
+    today: date,
+    patient_id: str | None = None,
+    expected_version: int = 0,
+) -> tuple[str, int]:
+    """Create (no ``patient_id``) or replace a patient record with the same rules as the API.
+
+    Raises :class:`PatientRejected`, ``DuplicateIdentifierError`` or
+    ``VersionConflictError``. Not audited here: the caller audits.
+    """
+    normalised = normalise_patient(patient)
+    errors = validate_patient(normalised, today)
+    if errors:
+        raise PatientRejected(errors)
+    if patient_id is None:
+        patient_id = str(uuid.uuid4())
+        pseudonym = crypto.pseudonyms.pseudonym(patient_id)
+    else:
+        current = _repository.get_patient(store, patient_id)
+        pseudonym = current.entity.pseudonym if current else crypto.pseudonyms.pseudonym(patient_id)
+    stored = seal_patient(patient_id, pseudonym, normalised, crypto)
+    identity = normalised.identity
+    row = _repository.SearchRow(
+        names_folded=names_folded(identity),
+        family_folded=fold(identity.used_family_name or identity.birth_family_name),
+        birth_date=identity.birth_date,
+    )
+    saved = _repository.save_patient(
+        store, stored, row, actor=actor, expected_version=expected_version
+    )
+    return patient_id, saved.version
+
+
+def save_dispensing(
+    store: Store, patient_id: str, entry: Dispensing, *, actor: str, today: date
+) -> str:
+    """Append a dispensing line (same checks as the API); raises :class:`PatientRejected`."""
+    normalised = normalise_dispensing(entry)
+    errors = validate_dispensing(normalised, today)
+    if errors:
+        raise PatientRejected(errors)
+    stored = StoredDispensing(
+        dispensing_id=str(uuid.uuid4()), patient_id=patient_id, entry=normalised
+    )
+    return _repository.save_dispensing(store, stored, actor=actor, expected_version=0).entity_id
 
 
 def patient_birth_date(store: Store, patient_id: str) -> date | None:
@@ -84,12 +190,19 @@ __all__ = [
     "PLUGIN",
     "Eligibility",
     "EligibilityRule",
+    "PatientCrypto",
+    "PatientRejected",
     "SubstancePeriod",
     "bpm_eligibility",
     "bpm_enrolled",
     "dispensing_entries",
     "dispensing_lines",
+    "find_patient",
+    "load_patient",
     "patient_birth_date",
+    "patient_crypto",
     "patients_with_dispensings",
     "rule_in_force",
+    "save_dispensing",
+    "save_patient",
 ]

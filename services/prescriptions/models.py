@@ -115,3 +115,37 @@ class PrescriptionView(Prescription, frozen=True, kw_only=True):
     deleted: bool
     treatment_end: date
     validation: ValidationReport
+
+
+StatementStatus = Literal[
+    "active",
+    "completed",
+    "entered-in-error",
+    "intended",
+    "stopped",
+    "on-hold",
+    "unknown",
+    "not-taken",
+]
+"""FHIR R4 MedicationStatement statuses."""
+
+
+class MedicationStatement(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A medicine the patient takes or took, whoever prescribed it (self-medication, another
+    pharmacy, a hospital): what the BPM interview collects, and FHIR MedicationStatement."""
+
+    patient_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    status: StatementStatus = "active"
+    cis: Code | None = None
+    cip13: Code | None = None
+    label: Label | None = None
+    posology: Posology = Posology()
+    original_text: Text | None = None
+    effective_start: date | None = None
+    effective_end: date | None = None
+    asserted_on: date | None = None
+
+
+class StoredStatement(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    statement_id: str
+    statement: MedicationStatement

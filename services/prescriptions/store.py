@@ -10,11 +10,14 @@ from collections.abc import Sequence
 
 from appliance.store import Migration, Store, Versioned, VersionedTable
 from services.medications import store as _catalog
-from services.prescriptions.models import Product, StoredPrescription
+from services.prescriptions.models import Product, StoredPrescription, StoredStatement
 
 COMPONENT = "prescriptions"
 PRESCRIPTIONS: VersionedTable[StoredPrescription] = VersionedTable(
     "prescriptions", StoredPrescription
+)
+STATEMENTS: VersionedTable[StoredStatement] = VersionedTable(
+    "medication_statements", StoredStatement
 )
 
 _PROJECTION = """
@@ -30,6 +33,15 @@ CREATE INDEX prescription_by_patient ON prescription_index (patient_id, prescrib
 MIGRATIONS: tuple[Migration, ...] = (
     PRESCRIPTIONS.create_table_migration(COMPONENT, 1),
     Migration.sql(COMPONENT, 2, "create the prescription projection", _PROJECTION),
+    STATEMENTS.create_table_migration(COMPONENT, 3),
+    Migration.sql(
+        COMPONENT,
+        4,
+        "create the medication statement projection",
+        "CREATE TABLE medication_statement_index (statement_id TEXT PRIMARY KEY, "
+        "patient_id TEXT NOT NULL) WITHOUT ROWID; CREATE INDEX medication_statement_by_patient "
+        "ON medication_statement_index (patient_id)",
+    ),
 )
 
 
@@ -91,6 +103,35 @@ def patients_with_prescriptions(store: Store) -> list[str]:
         "SELECT DISTINCT patient_id FROM prescription_index WHERE voided = 0 ORDER BY patient_id"
     ).fetchall()
     return [str(row[0]) for row in rows]
+
+
+def save_statement(
+    store: Store, stored: StoredStatement, *, actor: str, expected_version: int
+) -> Versioned[StoredStatement]:
+    with store.write() as db:
+        saved = STATEMENTS.append(
+            db, stored.statement_id, stored, actor=actor, expected_version=expected_version
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO medication_statement_index (statement_id, patient_id) "
+            "VALUES (?, ?)",
+            [stored.statement_id, stored.statement.patient_id],
+        )
+        return saved
+
+
+def get_statement(store: Store, statement_id: str) -> Versioned[StoredStatement] | None:
+    return STATEMENTS.get(store.db, statement_id)
+
+
+def statements_of(store: Store, patient_id: str) -> list[Versioned[StoredStatement]]:
+    rows = store.db.execute(
+        "SELECT statement_id FROM medication_statement_index WHERE patient_id = ? "
+        "ORDER BY statement_id",
+        [patient_id],
+    ).fetchall()
+    found = (STATEMENTS.get(store.db, str(row[0])) for row in rows)
+    return [item for item in found if item is not None and not item.deleted]
 
 
 # --------------------------------------------------------------------------- catalog reads
