@@ -258,3 +258,28 @@ def test_validation_report_and_bad_input(
         ).status_code
         == 200
     )
+
+
+def test_redundancy_across_prescriptions_uses_the_analysis_engine(
+    catalog: None, client: Any, headers: dict[str, str], platform: Platform
+) -> None:
+    pid = new_patient(client, headers)
+    for cis in ("60145580", "60519117"):  # simvastatine, then atorvastatine: same ATC class
+        lines = [{"cis": cis, "posology": {"dose": 1, "unit": "comprimé", "times_per_day": 1}}]
+        created = client.post("/api/v1/prescriptions", json=body(pid, lines=lines), headers=headers)
+        assert created.status_code == 201, created.text
+    same = [{"cis": DOLIPRANE}, {"cis": "67017786"}]  # paracétamol twice, two products
+    assert (
+        client.post(
+            "/api/v1/prescriptions", json=body(pid, lines=same), headers=headers
+        ).status_code
+        == 201
+    )
+    response = client.get(f"/api/v1/patients/{pid}/prescriptions/redundancies", headers=headers)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert len(result["medications"]) == 4
+    atc_sets = [sorted(f["atc"]) for f in result["findings"]]
+    assert ["N02BE01"] in atc_sets
+    assert any(len(atc) == 2 and all(a.startswith("C10AA") for a in atc) for atc in atc_sets)
+    assert ("read_redundancies", pid, "success") in audit_of(platform, "patient")

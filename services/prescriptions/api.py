@@ -22,6 +22,8 @@ from appliance.platform import Platform
 from appliance.problems import Problem
 from appliance.security import requires
 from appliance.store import Store, VersionConflictError, Versioned
+from services.analysis import Drug, find_redundancies
+from services.analysis import Finding as RedundancyFinding
 from services.patients import (
     Eligibility,
     EligibilityRule,
@@ -378,3 +380,86 @@ class EligibilityController(Controller):
         result = assess(store, pid, birth, as_of or today(platform))
         record(audit, ctx, "bpm_eligibility", "patient", [pid])
         return result
+
+
+class ActiveLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of an active prescription, with the catalog's substances and ATC code."""
+
+    prescription_id: str
+    line: int
+    label: str
+    cis: str | None
+    atc: str | None
+    substances: tuple[tuple[str, str], ...]
+    start: date
+    end: date
+
+
+def active_lines(store: Store, patient_id: str, as_of: date) -> list[ActiveLine]:
+    """Every line of the patient's prescriptions active on ``as_of``."""
+    found: list[ActiveLine] = []
+    for item in repository.of_patient(store, patient_id):
+        prescription = item.entity.prescription
+        if not logic.is_active(prescription, as_of):
+            continue
+        products = line_products(store, prescription)
+        for index, line in enumerate(prescription.lines):
+            product = products.get(index)
+            end = logic.line_end(prescription.prescribed_on, line.posology, prescription.renewals)
+            found.append(
+                ActiveLine(
+                    prescription_id=item.entity_id,
+                    line=index,
+                    label=product.name if product else (line.label or line.cis or line.cip13 or ""),
+                    cis=product.cis if product else line.cis,
+                    atc=product.atc if product else None,
+                    substances=product.substances if product else (),
+                    start=prescription.prescribed_on,
+                    end=end or logic.treatment_end(prescription),
+                )
+            )
+    return found
+
+
+class RedundancyView(msgspec.Struct, frozen=True, kw_only=True):
+    patient_id: str
+    as_of: date
+    medications: list[ActiveLine]
+    findings: list[RedundancyFinding]
+    """From ``services.analysis.find_redundancies``: the one implementation of the rule."""
+
+
+class RedundancyController(Controller):
+    path = "/api/v1/patients/{patient_id:uuid}/prescriptions/redundancies"
+    tags = ["prescriptions"]
+
+    @get("/", guards=[requires(READ)], sync_to_thread=True)
+    def redundancies(
+        self,
+        patient_id: FromPath[UUID],
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+    ) -> RedundancyView:
+        """Therapeutic redundancies within and across the patient's active prescriptions
+        (same substance from two products, same ATC class), by the analysis engine's rule."""
+        pid = str(patient_id)
+        if patient_birth_date(store, pid) is None:
+            record(audit, ctx, "read_redundancies", "patient", [pid], outcome="not_found")
+            raise Problem(404, "not-found", f"no patient '{pid}'")
+        day = today(platform)
+        lines = active_lines(store, pid, day)
+        drugs = [
+            Drug(
+                label=f"{line.label} (ordonnance {line.prescription_id[:8]}, "
+                f"ligne {line.line + 1})",
+                atc=line.atc,
+                cis=line.cis,
+                start=line.start,
+            )
+            for line in lines
+        ]
+        findings = find_redundancies(drugs)
+        record(audit, ctx, "read_redundancies", "patient", [pid])
+        return RedundancyView(patient_id=pid, as_of=day, medications=lines, findings=findings)
