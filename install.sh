@@ -301,6 +301,8 @@ Restore the escrowed secret as $CRED_DIR/$name (0600 root) and re-run $0 --prod.
 
     log "keys: hygie keys init"
     run_hygie_prod "$WORK_DIR" keys init
+    log "tls: hygie tls init (local CA and server certificate, kept if present)"
+    run_hygie_prod "$WORK_DIR" tls init
     # Persist (and verify) before migrating, so a failing migration never loses a new key.
     for f in "$WORK_DIR"/*; do
         [[ -f "$f" ]] || continue
@@ -336,6 +338,8 @@ secret as ${f%.cred} (0600 root) and re-run $0 --prod (refusing to create a new 
     log "keys: systemd-creds cannot encrypt here: plaintext root-only keys in $CRED_DIR"
     log "keys: hygie keys init"
     run_hygie_prod "$CRED_DIR" keys init
+    log "tls: hygie tls init (local CA and server certificate, kept if present)"
+    run_hygie_prod "$CRED_DIR" tls init
     log "keys: hygie db migrate"
     run_hygie_prod "$CRED_DIR" db migrate
 }

@@ -171,13 +171,24 @@ def test_server_and_worker_commands() -> None:
     server = load("hygie.service")
     worker = load("hygie-worker.service")
     assert values(server["Service"], "ExecStart") == [
-        f"{PLACEHOLDER} serve --host 0.0.0.0 --port 8000"
+        f"{PLACEHOLDER} serve"
     ]
     assert values(worker["Service"], "ExecStart") == [f"{PLACEHOLDER} worker"]
     assert "network-online.target" in " ".join(values(server["Unit"], "After"))
     server_creds = {v.split(":")[0] for v in values(server["Service"], "LoadCredential")}
     worker_creds = {v.split(":")[0] for v in values(worker["Service"], "LoadCredential")}
-    assert server_creds == {"master.key", "audit-signing.pem", "jwt-signing.json", "field.key"}
+    assert server_creds == {
+        "master.key",
+        "audit-signing.pem",
+        "jwt-signing.json",
+        "field.key",
+        "tls-server.key",
+        "tls-server.pem",
+        "tls-ca.pem",
+    }
+    environment = values(server["Service"], "Environment")
+    assert "HYGIE_HOST=0.0.0.0" in environment
+    assert "HYGIE_PORT=8000" in environment
     # Least privilege: the worker never signs JWTs.
     assert worker_creds == {"master.key", "audit-signing.pem", "field.key"}
 
