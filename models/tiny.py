@@ -69,9 +69,11 @@ def build_tiny_transformers(folder: Path, *, seed: int = 0) -> Path:
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    fast.save_pretrained(folder)
+    partial = folder.with_name(folder.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(partial)
+    fast.save_pretrained(partial)
+    partial.replace(folder)
     return folder
 
 
@@ -103,7 +105,8 @@ def build_tiny_gguf(target: Path, tokenizer_source: Path, *, seed: int = 0) -> P
     tokens, _ = _field_value(reader, "tokenizer.ggml.tokens")
     vocab = len(tokens)
     n_embd, n_ff, n_layer, n_head = 64, 128, 2, 4
-    writer = gguf.GGUFWriter(str(target), "llama")
+    partial = target.with_suffix(".partial")
+    writer = gguf.GGUFWriter(str(partial), "llama")
     writer.add_name("hygie-tiny-llama")
     writer.add_context_length(2048)
     writer.add_embedding_length(n_embd)
@@ -151,4 +154,5 @@ def build_tiny_gguf(target: Path, tokenizer_source: Path, *, seed: int = 0) -> P
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    partial.replace(target)
     return target

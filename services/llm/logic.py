@@ -103,6 +103,9 @@ def render_prompt(
 
 SEVERITY_RANK: dict[str, int] = {
     "info": 0,
+    "low": 1,
+    "moderate": 2,
+    "high": 3,
     "a_prendre_en_compte": 1,
     "consider": 1,
     "precaution": 2,

@@ -28,6 +28,8 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     recommendation: Text = ""
     confidence: float | None = None
     evidence: list[Any] | dict[str, Any] | str | None = None
+    recommendation_gp: Text = ""
+    """The advice worded for the prescriber (used by ``bpm_synthesis``)."""
 
 
 class TreatmentLine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

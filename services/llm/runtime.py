@@ -14,12 +14,16 @@ from datetime import UTC, datetime
 import msgspec
 
 from appliance.config import Settings
+from appliance.resilience import Breakers, RetryPolicy
 from models.loaders import GenerationParams, ModelCache
 from models.registry import EMBEDDED_NAME, ModelManifest, ModelRegistry
+from models.remote import RemoteEndpoint
 from services.llm import logic
 from services.llm.models import GenerateRequest, GenerationRecord, ModelView
 
-RemoteCaller = Callable[[list[dict[str, str]], GenerationParams], logic.Completion]
+REMOTE_TASKS = frozenset({"bpm_synthesis", "patient_advice"})
+"""Tasks whose prompt holds only structured context; interview notes are free text that
+may name people, so ``interview_summary`` never leaves the appliance."""
 
 
 class NoModelError(Exception):
@@ -34,7 +38,7 @@ class LlmRuntime:
         registry: ModelRegistry | None = None,
         cache: ModelCache | None = None,
         catalog: Callable[[str], bool] | None = None,
-        remote: RemoteCaller | None = None,
+        remote: RemoteEndpoint | None = None,
     ) -> None:
         self.registry = registry or ModelRegistry(settings.llm_models_path)
         self.cache = cache or ModelCache(
@@ -43,8 +47,16 @@ class LlmRuntime:
         )
         self.priority = [n.strip() for n in settings.llm_cascade.split(",") if n.strip()]
         self.catalog = catalog
+        if remote is None and settings.llm_remote_enabled and settings.llm_remote_url:
+            remote = RemoteEndpoint(
+                settings.llm_remote_url,
+                model=settings.llm_remote_model,
+                retry=RetryPolicy.from_settings(settings),
+                breakers=Breakers.from_settings(settings),
+                timeout_s=settings.llm_remote_timeout_s,
+            )
         self.remote = remote
-        self.remote_name = settings.llm_remote_model
+        self.remote_name = f"remote:{settings.llm_remote_model}"
 
     # -- models ----------------------------------------------------------------------------
 
@@ -87,10 +99,13 @@ class LlmRuntime:
         def call(
             handle: logic.ModelHandle, messages: list[dict[str, str]], constrained: bool
         ) -> logic.Completion:
+            schema = logic.DRAFT_SCHEMA if constrained else None
             if handle.name == self.remote_name and self.remote is not None:
-                return self.remote(messages, params)
-            backend = self.cache.get(self.registry.get(handle.name))
-            raw = backend.generate(messages, params, logic.DRAFT_SCHEMA if constrained else None)
+                raw = self.remote.generate(messages, params, schema)
+            else:
+                raw = self.cache.get(self.registry.get(handle.name)).generate(
+                    messages, params, schema
+                )
             return logic.Completion(
                 text=raw.text,
                 prompt_tokens=raw.prompt_tokens,
@@ -113,7 +128,7 @@ class LlmRuntime:
         )
         fallback = (
             logic.ModelHandle(name=self.remote_name, sha256="remote")
-            if self.remote is not None
+            if self.remote is not None and request.task in REMOTE_TASKS
             else None
         )
         orchestrator = logic.Orchestrator(
