@@ -44,7 +44,7 @@ def _run(store: Store, bundle: dict[str, Any], source: str | None) -> AnalysisRe
     try:
         record = parse(bundle, today=datetime.now(UTC).date())
     except BundleError as exc:
-        raise Problem(422, "invalid-bundle", str(exc)) from exc
+        raise Problem(400, "invalid-bundle", str(exc)) from exc
     return analyze(
         record, current_thesaurus(store), source=source, knowledge=knowledge_editions(store)
     )
@@ -240,6 +240,6 @@ class CdsHooksController(Controller):
         try:
             bundle = cds_bundle(data)
         except BundleError as exc:
-            raise Problem(422, "invalid-cds-request", str(exc)) from exc
+            raise Problem(400, "invalid-cds-request", str(exc)) from exc
         result = _run(store, bundle, None)
         return CdsResponse(cards=cards_for(result.findings))

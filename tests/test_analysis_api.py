@@ -1,0 +1,144 @@
+"""The analysis through HTTP (stored, audited), CDS Hooks, and the ``hygie analyze`` CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from appliance.cli import main
+from appliance.platform import Platform
+
+VIGNETTES = Path(__file__).parent / "fixtures" / "vignettes"
+CONTRACT_KEYS = {"source", "as_of", "knowledge", "bpm_eligibility", "findings", "not_evaluated"}
+FINDING_KEYS = {
+    "kind",
+    "rule",
+    "severity",
+    "atc",
+    "message",
+    "recommendation",
+    "confidence",
+    "evidence",
+}
+
+
+def _bundle(name: str) -> dict[str, Any]:
+    return json.loads((VIGNETTES / f"{name}.json").read_text())["bundle"]  # type: ignore[no-any-return]
+
+
+def test_post_analysis_is_stored_audited_and_readable(
+    client: Any, auth: dict[str, str], platform: Platform
+) -> None:
+    created = client.post("/api/v1/analyses", json=_bundle("dose-doac-rivaroxaban"), headers=auth)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert set(body) >= CONTRACT_KEYS
+    assert body["as_of"] == "2026-01-15"
+    assert body["knowledge"]["thesaurus"] == "ansm-2019-09"
+    assert body["findings"]
+    assert set(body["findings"][0]) >= FINDING_KEYS
+    read = client.get(f"/api/v1/analyses/{body['id']}", headers=auth)
+    assert read.status_code == 200
+    assert read.json()["findings"] == body["findings"]
+    events = [(e.action, e.object_type, e.object_id, e.purpose) for e in platform.audit.entries()]
+    assert ("create", "analysis", body["id"], "care") in events
+    assert ("read", "analysis", body["id"], "care") in events
+
+
+def test_bad_bundles_are_problems_not_500(client: Any, auth: dict[str, str]) -> None:
+    answer = client.post("/api/v1/analyses", json={"resourceType": "Patient"}, headers=auth)
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    answer = client.post("/api/v1/analyses", json=[1, 2], headers=auth)
+    assert 400 <= answer.status_code < 500
+    assert client.get("/api/v1/analyses/an-0000000000000000", headers=auth).status_code == 404
+
+
+def test_analysis_needs_its_scope(client: Any, token_for: Any) -> None:
+    headers = {"Authorization": f"Bearer {token_for('patients:read')}"}
+    assert (
+        client.post(
+            "/api/v1/analyses", json=_bundle("neg-paracetamol"), headers=headers
+        ).status_code
+        == 403
+    )
+    headers = {"Authorization": f"Bearer {token_for('analysis:run')}"}
+    assert (
+        client.post(
+            "/api/v1/analyses", json=_bundle("neg-paracetamol"), headers=headers
+        ).status_code
+        == 201
+    )
+
+
+def test_cds_hooks_discovery_and_cards(client: Any, auth: dict[str, str]) -> None:
+    services = client.get("/cds-services", headers=auth).json()["services"]
+    assert {s["hook"] for s in services} == {"medication-prescribe", "order-select"}
+    bundle = _bundle("int-avoid-nsaid-anticoagulant")
+    patient = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    statements = [
+        e for e in bundle["entry"] if e["resource"]["resourceType"] == "MedicationStatement"
+    ]
+    draft = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "medicationCodeableConcept": statements[0]["resource"]["medicationCodeableConcept"],
+    }
+    request = {
+        "hook": "medication-prescribe",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {
+            "patientId": "vignette",
+            "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": draft}]},
+        },
+        "prefetch": {
+            "patient": patient,
+            "medications": {"resourceType": "Bundle", "entry": statements[1:]},
+        },
+    }
+    answer = client.post("/cds-services/hygie-medication-review", json=request, headers=auth)
+    assert answer.status_code == 200, answer.text
+    cards = answer.json()["cards"]
+    assert any(c["indicator"] == "critical" for c in cards)
+    assert all(len(c["summary"]) <= 140 for c in cards)
+    assert client.post("/cds-services/other", json=request, headers=auth).status_code == 404
+
+
+def test_cli_one_path_and_several(env: dict[str, str], tmp_path: Path) -> None:
+    runner = CliRunner()
+    first = VIGNETTES / "stopp-d5-benzo.json"
+    paths = []
+    for name in ("stopp-d5-benzo", "neg-paracetamol"):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(_bundle(name)))
+        paths.append(str(path))
+    one = runner.invoke(main, ["analyze", paths[0]])
+    assert one.exit_code == 0, one.output
+    data = json.loads(one.output)
+    assert set(data) >= CONTRACT_KEYS
+    assert any(f["rule"] == "STOPP v3 D5" for f in data["findings"])
+    several = runner.invoke(main, ["analyze", *paths])
+    lines = several.output.strip().splitlines()
+    assert [json.loads(line)["source"] for line in lines] == paths
+    stdin = runner.invoke(main, ["analyze", "-"], input=json.dumps(_bundle("neg-paracetamol")))
+    assert stdin.exit_code == 0
+    assert json.loads(stdin.output)["source"] == "-"
+    assert first.exists()
+
+
+def test_cli_errors_are_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    runner = CliRunner()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = runner.invoke(main, ["analyze", str(bad)])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("hygie: ")
+    assert len(result.output.strip().splitlines()) == 1
+    missing = runner.invoke(main, ["analyze", str(tmp_path / "nope.json")])
+    assert missing.exit_code == 1
+    assert "cannot read" in missing.output
