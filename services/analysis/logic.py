@@ -149,7 +149,9 @@ def age_on(birth: date, when: date) -> int:
 
 
 def _starts(code: str | None, prefixes: Iterable[str]) -> bool:
-    return code is not None and any(code.startswith(p) for p in prefixes)
+    if code is None:
+        return False
+    return code.startswith(prefixes if isinstance(prefixes, tuple) else tuple(prefixes))
 
 
 def _conf(value: float) -> float:
@@ -157,15 +159,30 @@ def _conf(value: float) -> float:
 
 
 # ------------------------------------------------------------------ interactions
+_KEYS_CACHE: dict[tuple[int, str | None, str | None], set[str]] = {}
+
+
+def _thesaurus_keys(thesaurus: Thesaurus, atc: str | None, name: str | None) -> set[str]:
+    """Thesaurus entities (substances and their classes) of a drug, cached per edition."""
+    marker = (id(thesaurus), atc, name)
+    found = _KEYS_CACHE.get(marker)
+    if found is None:
+        keys: set[str] = set()
+        if atc:
+            keys |= thesaurus.keys_for_atc(atc)
+        if name:
+            keys |= thesaurus.keys_for_name(name)
+        if len(_KEYS_CACHE) > 50_000:
+            _KEYS_CACHE.clear()
+        found = _KEYS_CACHE[marker] = keys
+    return found
+
+
 def find_interactions(drugs: Sequence[Drug], thesaurus: Thesaurus) -> list[Finding]:
     """Every pair of active drugs checked against the thesaurus, classes expanded."""
     keyed: list[tuple[Drug, set[str]]] = []
     for drug in drugs:
-        keys: set[str] = set()
-        if drug.atc:
-            keys |= thesaurus.keys_for_atc(drug.atc)
-        if drug.name:
-            keys |= thesaurus.keys_for_name(drug.name)
+        keys = _thesaurus_keys(thesaurus, drug.atc, drug.name)
         if keys:
             keyed.append((drug, keys))
     findings: list[Finding] = []
