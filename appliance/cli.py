@@ -243,7 +243,14 @@ def audit_checkpoint() -> None:
     default=None,
     help="Serve HTTPS, TLS 1.3 only (default: on in prod, off in dev; see 'hygie tls init').",
 )
-def serve(host: str | None, port: int | None, tls: bool | None) -> None:
+@click.option(
+    "--grpc",
+    "grpc_port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Also serve the LLM gRPC interface on this port (same host).",
+)
+def serve(host: str | None, port: int | None, tls: bool | None, grpc_port: int | None) -> None:
     """Run the HTTP(S) server (and, in dev, a task worker beside it)."""
     import uvicorn
 
@@ -268,10 +275,21 @@ def serve(host: str | None, port: int | None, tls: bool | None) -> None:
             "to the address the terminals use",
             err=True,
         )
+    stop_grpc = None
+    if grpc_port is not None:
+        from services.llm.rpc.server import start_for_settings
+
+        with operator_errors():
+            try:
+                stop_grpc = start_for_settings(settings, host=host or settings.host, port=grpc_port)
+            except OSError as exc:
+                fail(str(exc))
     worker = _spawn_worker() if settings.runs_embedded_worker else None
     try:
         uvicorn.Server(config).run()
     finally:
+        if stop_grpc is not None:
+            stop_grpc()
         if worker is not None:
             worker.send_signal(signal.SIGINT)
             try:

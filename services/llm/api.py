@@ -40,6 +40,29 @@ def provide_runtime(state: State, platform: NamedDependency[Platform]) -> LlmRun
     return runtime
 
 
+def run_generation(
+    runtime: LlmRuntime,
+    store: Store,
+    audit: AuditLog,
+    ctx: RequestContext,
+    request: GenerateRequest,
+) -> GenerationRecord:
+    """Generate, store the traceability record, audit its id (REST and gRPC share this)."""
+    validate_event(ctx.audit_event("generate", OBJECT_TYPE, "gen-0", purpose="care"))
+    record = runtime.generate(request, actor=ctx.actor)
+    repository.save(store, record, actor=ctx.actor)
+    audit.record(
+        ctx.audit_event(
+            "generate",
+            OBJECT_TYPE,
+            record.id,
+            purpose="care",
+            outcome="success" if record.valid else "rejected",
+        )
+    )
+    return record
+
+
 def _response(record: GenerationRecord) -> GenerateResponse:
     last = record.attempts[-1].checks if record.attempts else []
     return GenerateResponse(
@@ -72,21 +95,10 @@ class LlmController(Controller):
     ) -> GenerateResponse:
         """Draft a text for a task; ``valid`` is false (and ``draft`` null) when no answer
         passed validation. The record (models, hashes, checks, timings) is stored."""
-        validate_event(ctx.audit_event("generate", OBJECT_TYPE, "gen-0", purpose="care"))
         try:
-            record = runtime.generate(data, actor=ctx.actor)
+            record = run_generation(runtime, store, audit, ctx, data)
         except NoModelError as exc:
             raise Problem(409, "no-model", str(exc)) from exc
-        repository.save(store, record, actor=ctx.actor)
-        audit.record(
-            ctx.audit_event(
-                "generate",
-                OBJECT_TYPE,
-                record.id,
-                purpose="care",
-                outcome="success" if record.valid else "rejected",
-            )
-        )
         return _response(record)
 
     @post(

@@ -1,0 +1,1 @@
+"""gRPC interface of LLM drafting: ``hygie_llm.proto`` (Generate, GenerateStream, Health)."""
