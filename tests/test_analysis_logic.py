@@ -215,3 +215,10 @@ def test_entry_order_never_changes_the_result(bundle: dict[str, Any], seed: int)
     shuffled = copy.deepcopy(bundle)
     random.Random(seed).shuffle(shuffled["entry"])
     assert msgspec.json.encode(_run(bundle)) == msgspec.json.encode(_run(shuffled))
+
+
+def test_every_criterion_has_a_row_in_the_status_table() -> None:
+    table = (Path(__file__).parent.parent / "docs" / "stopp-start-v3.md").read_text()
+    rules = load()
+    for item in (*rules.stopp_start.criterion, *rules.stopp_start.not_encoded):
+        assert f"| {item.id} |" in table, item.id
