@@ -383,7 +383,24 @@ def test_bad_bundles_and_limits(
     result = CliRunner().invoke(main, ["fhir", "import", str(path)])
     assert result.exit_code == 2
     assert "MB limit" in result.output
-    missing = CliRunner().invoke(main, ["fhir", "export", PID])
+    zero = logic.medication_requests(RX_ID, PRESCRIPTION, f"Patient/{PID}", "Practitioner/p")[0]
+    zero["dosageInstruction"][0]["timing"]["repeat"]["period"] = 0
+    person = {
+        "resourceType": "Patient",
+        "id": PID,
+        "name": [{"family": "X", "given": ["Y"]}],
+        "gender": "male",
+        "birthDate": "1950-01-01",
+    }
+    practitioner = logic.practitioner(PRESCRIPTION.prescriber, "p")
+    entries = [{"resource": zero}, 7, {"resource": person}, {"resource": practitioner}]
+    odd = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    answer = client.post("/api/v1/fhir", json=odd, headers=headers)
+    assert answer.status_code == 200, answer.text
+    messages = [e["message"] for e in answer.json()["entries"]]
+    assert "could not be read" in messages[0]
+    assert "no resource" in messages[1]
+    missing = CliRunner().invoke(main, ["fhir", "export", "00000000-0000-4000-8000-0000000000ff"])
     assert missing.exit_code == 2
     assert "no patient" in missing.output
     bad = tmp_path / "bad.json"

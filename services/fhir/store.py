@@ -41,6 +41,8 @@ from services.prescriptions.models import (
 )
 
 MAX_ENTRIES = 10_000
+_UNREADABLE = (KeyError, TypeError, ValueError, ArithmeticError, AttributeError, IndexError)
+"""A valid FHIR resource this mapping cannot read (e.g. a timing period of 0): rejected."""
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -380,6 +382,9 @@ def import_bundle(
             action()
         except EntryError as exc:
             entry.outcome, entry.message, entry.target = "rejected", str(exc), None
+        except _UNREADABLE as exc:
+            entry.outcome, entry.target = "rejected", None
+            entry.message = f"could not be read ({exc.__class__.__name__})"
 
     order = {"Practitioner": 0, "Patient": 1}
     for entry in sorted(valid, key=lambda e: order.get(e.resource_type or "", 2)):
@@ -408,9 +413,14 @@ def import_bundle(
     for group in groups.values():
         try:
             job.prescription(group)
-        except EntryError as exc:
+        except (EntryError, *_UNREADABLE) as exc:
+            message = (
+                str(exc)
+                if isinstance(exc, EntryError)
+                else f"could not be read ({exc.__class__.__name__})"
+            )
             for entry in group:
-                entry.outcome, entry.message, entry.target = "rejected", str(exc), None
+                entry.outcome, entry.message, entry.target = "rejected", message, None
 
     rejected = [e for e in entries if e.outcome == "rejected"]
     writes = [*job.patient_writes(), *job.writes]
