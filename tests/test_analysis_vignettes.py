@@ -38,6 +38,8 @@ def test_vignette(path: Path) -> None:
         assert _has(result.findings, kind, text), f"expected {kind} {text!r}; got {summary}"
     for kind, text in case["absent"]:
         assert not _has(result.findings, kind, text), f"unexpected {kind} {text!r}: {summary}"
+    if case.get("eligible") is not None:
+        assert result.bpm_eligibility.eligible is case["eligible"], result.bpm_eligibility
     if case["strong_free"]:
         strong = [s for s in summary if s[2] in STRONG and s[0] != "interaction"]
         assert not strong, strong

@@ -582,10 +582,22 @@ def bpm_eligibility(record: PatientRecord, age: int | None) -> BpmEligibility:
             eligible=False, reasons=["âge inconnu (Patient.birthDate absente ou invalide)"]
         )
     first_dispensed: dict[str, date] = {}
+    for item in record.dispenses:
+        key = _key(item)
+        first_dispensed[key] = min(first_dispensed.get(key, item.handed_over), item.handed_over)
+    # a dispensing inside a statement's period (same substance) adds nothing to the runs
+    stated = {
+        _key(d): start
+        for d in record.drugs
+        if (start := d.start or first_dispensed.get(_key(d))) is not None
+    }
     periods: list[SubstancePeriod] = []
     for index, item in enumerate(record.dispenses):
         key = _key(item)
-        first_dispensed[key] = min(first_dispensed.get(key, item.handed_over), item.handed_over)
+        covered_from = stated.get(key)
+        ends = item.handed_over + timedelta(days=item.days_supply - 1)
+        if covered_from is not None and covered_from <= item.handed_over and ends <= record.as_of:
+            continue
         periods.append(
             SubstancePeriod(
                 substance=key,
