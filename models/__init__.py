@@ -1,1 +1,2 @@
-"""Local LLM registry and loaders (LLM issue)."""
+"""Local LLM registry, loaders (llama.cpp, transformers), the loaded-model cache and the
+remote fallback (issue 7). See docs/llm.md."""
