@@ -222,3 +222,35 @@ def test_every_criterion_has_a_row_in_the_status_table() -> None:
     rules = load()
     for item in (*rules.stopp_start.criterion, *rules.stopp_start.not_encoded):
         assert f"| {item.id} |" in table, item.id
+
+
+def _aspirin_with(partner: tuple[str, str], dose: float, per_day: int) -> Any:
+    bundle = _case("int-dose-conditional-aspirin-doac")
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        coding = resource.get("medicationCodeableConcept", {}).get("coding", [{}])[0]
+        if coding.get("code") == "B01AC06":
+            resource["dosage"][0]["doseAndRate"][0]["doseQuantity"]["value"] = dose
+            resource["dosage"][0]["timing"]["repeat"]["frequency"] = per_day
+        elif coding.get("code") == "B01AF01":
+            coding["code"], coding["display"] = partner
+    result = _run(bundle)
+    return next(f for f in result.findings if "ACIDE ACETYLSALICYLIQUE" in f.rule)
+
+
+def test_dose_conditional_interaction_is_evaluated_when_the_dose_settles_it() -> None:
+    high = _aspirin_with(("B01AF01", "rivaroxaban"), 1000, 3)  # anti-inflammatory doses
+    assert high.severity == "contraindication"
+    assert high.evidence["condition_evaluated"] is True
+    low = _aspirin_with(("M01AE01", "ibuprofène"), 75, 1)  # antiplatelet dose
+    assert low.severity == "consider"
+    assert low.evidence["condition_met"]["daily_dose_mg"] == 75
+
+
+def test_dose_conditional_interaction_needing_context_reports_every_level() -> None:
+    # 75 mg/day with an anticoagulant: the level depends on a history of ulcer (not read)
+    found = _aspirin_with(("B01AF01", "rivaroxaban"), 75, 1)
+    assert found.severity == "contraindication"
+    assert found.evidence["condition_evaluated"] is False
+    assert len(found.evidence["conditions"]) == 3
+    assert found.confidence < 0.9

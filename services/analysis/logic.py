@@ -7,6 +7,7 @@ changes the answer.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
@@ -200,6 +201,77 @@ def find_interactions(drugs: Sequence[Drug], thesaurus: Thesaurus) -> list[Findi
     return findings
 
 
+_NUMBER = r"(\d+(?:[.,]\d+)?) ?(mg|g)"
+_RANGE_PER_DAY = re.compile(r"de (\d+(?:[.,]\d+)?) ?mg à (\d+(?:[.,]\d+)?) ?mg par jour")
+_DOSE_OR_DAY = re.compile(
+    rf"(?:>=|≥) ?{_NUMBER} par\s+prise\s+et/ou\s+(>=|≥|<) ?{_NUMBER} par jour"
+)
+
+
+def _mg(value: str, unit: str) -> float:
+    return float(value.replace(",", ".")) * (1000.0 if unit == "g" else 1.0)
+
+
+def _condition_holds(text: str, drug: Drug) -> bool | None:
+    """Whether one thesaurus dose condition holds for ``drug``; None when it cannot be said.
+
+    Three forms are read, those of the aspirin dose classes: a daily range (« de 50 mg à
+    375 mg par jour »), two lower bounds (« >=1g par prise et/ou >=3g par jour »: either
+    suffices) and a lower bound per dose with an upper bound per day (« >=500 mg par prise
+    et/ou <3g par jour »: the analgesic class, both needed). A condition that also names a
+    context (« antécédent d'ulcère ») is None when its dose part holds: the context is not
+    read. Any other wording is None.
+    """
+    flat = " ".join(text.split())
+    holds: bool | None = None
+    if found := _RANGE_PER_DAY.search(flat):
+        if drug.daily_dose_mg is None:
+            return None
+        holds = _mg(found[1], "mg") <= drug.daily_dose_mg <= _mg(found[2], "mg")
+    elif found := _DOSE_OR_DAY.search(flat):
+        if drug.dose_mg is None or drug.daily_dose_mg is None:
+            return None
+        per_dose, per_day = _mg(found[1], found[2]), _mg(found[4], found[5])
+        if found[3] == "<":
+            holds = drug.dose_mg >= per_dose and drug.daily_dose_mg < per_day
+        else:
+            holds = drug.dose_mg >= per_dose or drug.daily_dose_mg >= per_day
+    if holds and "antécédent" in flat:
+        return None
+    return holds
+
+
+def _dose_level(
+    item: Any, first: Drug, second: Drug, key_a: str, key_b: str, thesaurus: Thesaurus
+) -> tuple[Any, str, Drug] | None:
+    """The level whose dose condition the known dose meets, when it can be said for sure.
+
+    The dose is the one of the drug on the substance side of the pair (e.g. aspirin in
+    « acide acétylsalicylique + anticoagulants oraux »). None (the caller then reports
+    every level at the most severe one) unless every condition of every level is read and
+    exactly one level is met.
+    """
+    sides = [
+        drug
+        for drug, key in ((first, key_a), (second, key_b))
+        if key in thesaurus.entities and thesaurus.entities[key].kind == "substance"
+    ]
+    if len(sides) != 1:
+        return None
+    drug = sides[0]
+    met = []
+    for level in item.levels:
+        parts = [p for p in re.split(r"(?:^|\n)- ", level.condition) if p.strip()]
+        held = [_condition_holds(p, drug) for p in parts]
+        if not held or any(h is None for h in held):
+            return None
+        if any(held):
+            met.append(level)
+    if len(met) != 1:
+        return None
+    return met[0].level, " ".join(met[0].condition.split()), drug
+
+
 def _interaction(
     item: Any, first: Drug, second: Drug, key_a: str, key_b: str, thesaurus: Thesaurus
 ) -> Finding:
@@ -217,7 +289,25 @@ def _interaction(
             "entries": sorted({f"{s.entry} + {s.partner}" for s in item.sources}),
         },
     }
-    if conditional:
+    evaluated = _dose_level(item, first, second, key_a, key_b, thesaurus) if conditional else None
+    if evaluated is not None:
+        level, condition, drug = evaluated
+        severity = LEVELS.get(str(level.value), "consider")
+        evidence["conditions"] = [
+            {"level": LEVELS.get(str(lv.level.value), "consider"), "condition": lv.condition}
+            for lv in item.levels
+        ]
+        evidence["condition_evaluated"] = True
+        evidence["condition_met"] = {
+            "level": severity,
+            "condition": condition,
+            "drug": drug.label,
+            "dose_mg": drug.dose_mg,
+            "daily_dose_mg": drug.daily_dose_mg,
+        }
+        message += f" Niveau retenu pour la posologie connue ({severity}) : {condition}."
+        confidence = 0.9
+    elif conditional:
         doses_known = first.daily_dose_mg is not None and second.daily_dose_mg is not None
         evidence["conditions"] = [
             {"level": LEVELS.get(str(lv.level.value), "consider"), "condition": lv.condition}
