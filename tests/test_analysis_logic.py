@@ -220,8 +220,11 @@ def test_entry_order_never_changes_the_result(bundle: dict[str, Any], seed: int)
 def test_every_criterion_has_a_row_in_the_status_table() -> None:
     table = (Path(__file__).parent.parent / "docs" / "stopp-start-v3.md").read_text()
     rules = load()
-    for item in (*rules.stopp_start.criterion, *rules.stopp_start.not_encoded):
-        assert f"| {item.id} |" in table, item.id
+    ids = [c.id for c in rules.stopp_start.criterion] + [
+        n.id for n in rules.stopp_start.not_encoded
+    ]
+    for rule_id in ids:
+        assert f"| {rule_id} |" in table, rule_id
 
 
 def _aspirin_with(partner: tuple[str, str], dose: float, per_day: int) -> Any:
