@@ -416,3 +416,102 @@ def test_bad_bundles_and_limits(
     rejected = CliRunner().invoke(main, ["fhir", "import", str(bad)])
     assert rejected.exit_code == 5
     assert "nothing stored" in rejected.output
+
+
+def test_transaction_from_another_system_with_urn_uuid_references(
+    catalog: None, client: Any, headers: dict[str, str], platform: Platform
+) -> None:
+    patient_url, doctor_url = "urn:uuid:7c1a", "urn:uuid:7c1b"
+    today = TODAY.isoformat()
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": patient_url,
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [
+                        {
+                            "type": {
+                                "coding": [{"system": logic.FR_CORE_ID_TYPE, "code": "INS-NIR"}]
+                            },
+                            "system": logic.INS_NIR,
+                            "value": NIR,
+                        }
+                    ],
+                    "name": [{"use": "official", "family": "DUPRÉ", "given": ["Hélène"]}],
+                    "gender": "female",
+                    "birthDate": "1962-08-15",
+                },
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "fullUrl": doctor_url,
+                "resource": {
+                    "resourceType": "Practitioner",
+                    "identifier": [{"system": logic.RPPS, "value": RPPS}],
+                    "name": [{"family": "Martin", "given": ["Jean"], "prefix": ["Dr"]}],
+                },
+            },
+            {
+                "resource": {
+                    "resourceType": "MedicationRequest",
+                    "status": "active",
+                    "intent": "order",
+                    "subject": {"reference": patient_url},
+                    "requester": {"reference": doctor_url},
+                    "authoredOn": today,
+                    "medicationCodeableConcept": {
+                        "coding": [{"system": logic.CIS, "code": "60234100"}]
+                    },
+                    "dosageInstruction": [{"text": "1 cp si douleur", "asNeededBoolean": True}],
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "MedicationDispense",
+                    "status": "completed",
+                    "subject": {"reference": patient_url},
+                    "medicationCodeableConcept": {
+                        "coding": [{"system": logic.CIP13, "code": "3400935955838"}]
+                    },
+                    "quantity": {"value": 1},
+                    "whenHandedOver": today,
+                }
+            },
+        ],
+    }
+    response = client.post("/api/v1/fhir", json=bundle, headers=headers)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert [e["outcome"] for e in report["entries"]] == [
+        "created",
+        "referenced",
+        "created",
+        "created",
+    ]
+    pid = report["entries"][0]["target"].removeprefix("patient/")
+    record = client.get(f"/api/v1/patients/{pid}", headers=headers).json()
+    assert record["identity"]["ins"] == {"matricule": NIR, "oid": "1.2.250.1.213.1.4.8"}
+    assert record["identity"]["status"] == "recovered"
+    prescriptions = client.get(f"/api/v1/patients/{pid}/prescriptions", headers=headers).json()
+    assert prescriptions[0]["prescriber"] == {
+        "name": "Dr Jean Martin",
+        "rpps": RPPS,
+        "specialty": None,
+    }
+    assert prescriptions[0]["lines"][0]["posology"]["as_needed"] is True
+    # The same patient again, now with a used name: matched by INS, updated.
+    bundle["entry"][0]["resource"]["name"].append({"use": "usual", "family": "Lefèvre"})
+    single = {"resourceType": "Bundle", "type": "collection", "entry": bundle["entry"][0:1]}
+    again = client.post("/api/v1/fhir", json=single, headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["entries"][0] == {
+        "index": 0,
+        "resource_type": "Patient",
+        "full_url": patient_url,
+        "outcome": "updated",
+        "target": f"patient/{pid}",
+        "message": None,
+    }

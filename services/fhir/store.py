@@ -150,7 +150,7 @@ class _Import:
             version, changed = 0, True
         state = _PatientState(patient_id, record, version, changed=changed)
         self.patients[patient_id] = state
-        for key in (entry.full_url, f"Patient/{resource.get('id')}"):
+        for key in (entry.full_url, f"Patient/{resource['id']}" if resource.get("id") else None):
             if key:
                 self.refs[key] = patient_id
         entry.outcome = "created" if version == 0 else ("updated" if changed else "unchanged")
@@ -392,7 +392,8 @@ def import_bundle(
         if entry.resource_type == "Practitioner":
             try:
                 logic.prescriber(resource)
-                for key in (entry.full_url, f"Practitioner/{resource.get('id')}"):
+                own = f"Practitioner/{resource['id']}" if resource.get("id") else None
+                for key in (entry.full_url, own):
                     if key:
                         job.practitioners[key] = resource
                 entry.outcome, entry.message = "referenced", "read for the references to it"
