@@ -423,7 +423,7 @@ def test_transaction_from_another_system_with_urn_uuid_references(
 ) -> None:
     patient_url, doctor_url = "urn:uuid:7c1a", "urn:uuid:7c1b"
     today = TODAY.isoformat()
-    bundle = {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
