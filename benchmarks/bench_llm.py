@@ -68,13 +68,20 @@ def manifests(names: Sequence[str], work: Path, registry_dir: Path | None) -> li
 def raw_figures(backend: TextBackend, params: GenerationParams, runs: int) -> dict[str, float]:
     messages = logic.render_prompt(REQUEST)
     backend.generate(messages, params, logic.DRAFT_SCHEMA)  # warm-up (grammar, caches)
-    ttft, tps = [], []
+    ttft, tps, free = [], [], []
     for _ in range(runs):
         raw = backend.generate(messages, params, logic.DRAFT_SCHEMA)
         ttft.append(raw.first_token_s * 1000)
         decode = max(raw.total_s - raw.first_token_s, 1e-9)
         tps.append(max(raw.completion_tokens - 1, 0) / decode)
-    return {"ttft_ms": statistics.median(ttft), "tokens_per_s": statistics.median(tps)}
+        unconstrained = backend.generate(messages, params, None)
+        decode = max(unconstrained.total_s - unconstrained.first_token_s, 1e-9)
+        free.append(max(unconstrained.completion_tokens - 1, 0) / decode)
+    return {
+        "ttft_ms": statistics.median(ttft),
+        "tokens_per_s": statistics.median(tps),
+        "free_tokens_per_s": statistics.median(free),
+    }
 
 
 def strategy_overhead(
@@ -118,6 +125,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--registry", type=Path, default=None)
+    parser.add_argument("--raw-only", action="store_true", help="skip the strategies")
     args = parser.parse_args()
     params = GenerationParams(max_tokens=args.max_tokens)
     device = "GPU" if gpu_available() else "CPU"
@@ -130,7 +138,13 @@ def main() -> None:
             backend = load_backend(manifest)
             try:
                 raw = raw_figures(backend, params, args.runs)
-                for strategy in STRATEGIES:
+                print(
+                    f"| {manifest.name} | {manifest.backend} | {raw['ttft_ms']:.1f} ms "
+                    f"| {raw['tokens_per_s']:.1f} (no grammar: {raw['free_tokens_per_s']:.1f}) "
+                    "| raw backend call | 1 | — | — |",
+                    flush=True,
+                )
+                for strategy in () if args.raw_only else STRATEGIES:
                     figures = strategy_overhead(backend, strategy, params)
                     print(
                         f"| {manifest.name} | {manifest.backend} | {raw['ttft_ms']:.1f} ms "
