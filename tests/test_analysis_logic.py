@@ -181,7 +181,7 @@ def test_a_rules_file_with_an_unknown_field_is_refused(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- properties
-UNRELATED = ["D01AC01", "S01XA20", "A11CC05", "D07AC01", "V03AE02", "A07EC02", "C05AA01"]
+UNRELATED = ["D01AC01", "S01XA20", "D11AX01", "D07AC01", "V03AE02", "A07EC02", "C05AA01"]
 BUNDLES = [json.loads(p.read_text())["bundle"] for p in VIGNETTES]
 
 

@@ -160,12 +160,23 @@ def _conf(value: float) -> float:
 
 
 # ------------------------------------------------------------------ interactions
-_KEYS_CACHE: dict[tuple[int, str | None, str | None], set[str]] = {}
+_KEYS_CACHE: dict[tuple[str | None, str | None], set[str]] = {}
+_PAIRS_CACHE: dict[tuple[Any, ...], list[tuple[Any, str, str]]] = {}
+_CACHE_OWNER: list[Thesaurus] = []
+
+
+def _own_caches(thesaurus: Thesaurus) -> None:
+    """The memo caches below belong to one thesaurus object (held, so never confused)."""
+    if not _CACHE_OWNER or _CACHE_OWNER[0] is not thesaurus:
+        _KEYS_CACHE.clear()
+        _PAIRS_CACHE.clear()
+        _CACHE_OWNER[:] = [thesaurus]
 
 
 def _thesaurus_keys(thesaurus: Thesaurus, atc: str | None, name: str | None) -> set[str]:
     """Thesaurus entities (substances and their classes) of a drug, cached per edition."""
-    marker = (id(thesaurus), atc, name)
+    _own_caches(thesaurus)
+    marker = (atc, name)
     found = _KEYS_CACHE.get(marker)
     if found is None:
         keys: set[str] = set()
@@ -176,6 +187,20 @@ def _thesaurus_keys(thesaurus: Thesaurus, atc: str | None, name: str | None) -> 
         if len(_KEYS_CACHE) > 50_000:
             _KEYS_CACHE.clear()
         found = _KEYS_CACHE[marker] = keys
+    return found
+
+
+def _between(
+    thesaurus: Thesaurus, first: Drug, left: set[str], second: Drug, right: set[str]
+) -> list[tuple[Any, str, str]]:
+    """``thesaurus.between`` memoised per pair of (ATC, name): the same pairs recur."""
+    _own_caches(thesaurus)
+    marker = (first.atc, first.name, second.atc, second.name)
+    found = _PAIRS_CACHE.get(marker)
+    if found is None:
+        if len(_PAIRS_CACHE) > 200_000:
+            _PAIRS_CACHE.clear()
+        found = _PAIRS_CACHE[marker] = thesaurus.between(left, right)
     return found
 
 
@@ -192,7 +217,7 @@ def find_interactions(drugs: Sequence[Drug], thesaurus: Thesaurus) -> list[Findi
         for second, right in keyed[i + 1 :]:
             if first.atc is not None and first.atc == second.atc:
                 continue  # one substance twice is a redundancy, not an interaction
-            for item, key_a, key_b in thesaurus.between(left, right):
+            for item, key_a, key_b in _between(thesaurus, first, left, second, right):
                 marker = (item.a, item.b, *sorted((first.label, second.label)))
                 if marker in seen:
                     continue
