@@ -257,3 +257,74 @@ def test_dose_conditional_interaction_needing_context_reports_every_level() -> N
     assert found.evidence["condition_evaluated"] is False
     assert len(found.evidence["conditions"]) == 3
     assert found.confidence < 0.9
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+RESOURCE_TYPES = [
+    "Patient",
+    "MedicationStatement",
+    "MedicationDispense",
+    "Condition",
+    "Observation",
+]
+FIELDS = [
+    "birthDate",
+    "gender",
+    "status",
+    "medicationCodeableConcept",
+    "effectivePeriod",
+    "dosage",
+    "whenHandedOver",
+    "daysSupply",
+    "code",
+    "category",
+    "clinicalStatus",
+    "valueQuantity",
+    "effectiveDateTime",
+    "onsetDateTime",
+    "id",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(RESOURCE_TYPES),
+            st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6),
+        ),
+        max_size=6,
+    ),
+    JSON,
+)
+def test_malformed_resources_never_crash_the_engine(resources: list[Any], timestamp: Any) -> None:
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": {"resourceType": kind, **fields}} for kind, fields in resources],
+    }
+    if isinstance(timestamp, str):
+        bundle["timestamp"] = timestamp
+    try:
+        record = parse_bundle(bundle, today=date(2026, 1, 15))
+    except BundleError:
+        return
+    analyze(record, THESAURUS)
+
+
+def test_dates_out_of_range_and_boolean_numbers_are_set_aside() -> None:
+    bundle = _case("adh-poor")
+    bundle["timestamp"] = "0001-01-01"
+    with pytest.raises(BundleError):
+        parse_bundle(bundle)
+    bundle = _case("adh-poor")
+    bundle["entry"][2]["resource"]["whenHandedOver"] = "9999-12-31"
+    bundle["entry"][3]["resource"]["daysSupply"]["value"] = True
+    result = _run(bundle)
+    assert [n.missing for n in result.not_evaluated if n.rule == "dispense"]

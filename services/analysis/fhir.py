@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 
@@ -23,6 +23,7 @@ CATEGORY_SYSTEM = "urn:hygie:condition-category"
 ATC_PATTERN = re.compile(r"^[A-Z](\d\d([A-Z]([A-Z](\d\d)?)?)?)?$")
 ICD_PATTERN = re.compile(r"^[A-Z]\d\d(\.?[0-9A-Z]{1,4})?$")
 MAX_ENTRIES = 5000
+MIN_YEAR, MAX_YEAR = 1850, 2200
 
 # plausible ranges: outside them a value is an entry error, not a patient state
 LAB_RANGES: dict[str, tuple[float, float]] = {
@@ -52,14 +53,22 @@ def _date(value: Any) -> date | None:
     text = value.strip()
     try:
         if len(text) == 4:
-            return date(int(text), 1, 1)
-        if len(text) == 7:
-            return date(int(text[:4]), int(text[5:7]), 1)
-        if len(text) == 10:
-            return date.fromisoformat(text)
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+            found = date(int(text), 1, 1)
+        elif len(text) == 7:
+            found = date(int(text[:4]), int(text[5:7]), 1)
+        elif len(text) == 10:
+            found = date.fromisoformat(text)
+        else:
+            found = datetime.fromisoformat(text.replace("Z", "+00:00")).date()
     except ValueError:
         return None
+    # outside these years a date is an entry error (and date arithmetic could overflow)
+    return found if MIN_YEAR <= found.year <= MAX_YEAR else None
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    """A JSON number (not a boolean, not infinite)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and -1e12 < value < 1e12
 
 
 def _codings(concept: Any) -> list[dict[str, Any]]:
@@ -112,7 +121,7 @@ def _dose(statement: dict[str, Any]) -> tuple[float | None, float | None]:
     rates = dosage.get("doseAndRate")
     if isinstance(rates, list) and rates and isinstance(rates[0], dict):
         quantity = rates[0].get("doseQuantity")
-        if isinstance(quantity, dict) and isinstance(quantity.get("value"), int | float):
+        if isinstance(quantity, dict) and _number(quantity.get("value")):
             unit = str(quantity.get("code") or quantity.get("unit") or "").strip()
             factor = _MG_FACTORS.get(unit)
             value = float(quantity["value"])
@@ -128,8 +137,8 @@ def _dose(statement: dict[str, Any]) -> tuple[float | None, float | None]:
     period = repeat.get("period", 1)
     unit_days = _PERIOD_DAYS.get(str(repeat.get("periodUnit", "")))
     if (
-        not isinstance(frequency, int | float)
-        or not isinstance(period, int | float)
+        not _number(frequency)
+        or not _number(period)
         or unit_days is None
         or frequency <= 0
         or period <= 0
@@ -219,7 +228,7 @@ def parse(raw: bytes | str | dict[str, Any], *, today: date) -> PatientRecord:
             handed = _date(resource.get("whenHandedOver"))
             supply = resource.get("daysSupply")
             days = supply.get("value") if isinstance(supply, dict) else None
-            if handed is None or not isinstance(days, int | float) or not 0 < days <= 366:
+            if handed is None or not _number(days) or not 0 < float(days) <= 366:
                 problems.append(("dispense", ("whenHandedOver or daysSupply missing or invalid",)))
                 continue
             if handed > as_of or not (atc or cis or cip or name):
@@ -231,7 +240,7 @@ def parse(raw: bytes | str | dict[str, Any], *, today: date) -> PatientRecord:
                     cis=cis,
                     cip13=cip,
                     handed_over=handed,
-                    days_supply=int(days),
+                    days_supply=int(float(days)),
                 )
             )
         elif kind == "Condition":
