@@ -170,9 +170,7 @@ def test_unit_credentials_stay_out_of_the_data_dir(unit: str) -> None:
 def test_server_and_worker_commands() -> None:
     server = load("hygie.service")
     worker = load("hygie-worker.service")
-    assert values(server["Service"], "ExecStart") == [
-        f"{PLACEHOLDER} serve"
-    ]
+    assert values(server["Service"], "ExecStart") == [f"{PLACEHOLDER} serve"]
     assert values(worker["Service"], "ExecStart") == [f"{PLACEHOLDER} worker"]
     assert "network-online.target" in " ".join(values(server["Unit"], "After"))
     server_creds = {v.split(":")[0] for v in values(server["Service"], "LoadCredential")}
