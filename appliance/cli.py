@@ -287,6 +287,11 @@ def serve(host: str | None, port: int | None, tls: bool | None, grpc_port: int |
     worker = _spawn_worker() if settings.runs_embedded_worker else None
     try:
         uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises the SIGINT it handled once it has shut down; with the gRPC
+        # threads running that surfaces here: the server stopped as asked, not an error.
+        if stop_grpc is None:
+            raise
     finally:
         if stop_grpc is not None:
             stop_grpc()

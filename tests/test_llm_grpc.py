@@ -4,6 +4,7 @@ invalid arguments; generation runs the real llama.cpp loader on the tiny GGUF.""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,14 @@ from models.tiny import build_tiny_gguf
 from services.llm import store as repository
 from services.llm.rpc.server import create_server, pb2, pb2_grpc
 from services.llm.runtime import LlmRuntime
+from tests.helpers_server import (
+    free_port,
+    log_tail,
+    prepare_appliance,
+    start_process,
+    stop_process,
+    wait_until_live,
+)
 
 CONTEXT = {"treatment": [{"drug": "Ramipril", "dose": "5 mg"}], "findings": []}
 
@@ -112,3 +121,20 @@ def test_a_taken_port_is_an_error(platform: Platform, tmp_path: Path) -> None:
             create_server(platform, runtime, port=port)
     finally:
         server.stop(grace=None)
+
+
+def test_hygie_serve_grpc_serves_health(tmp_path: Path) -> None:
+    env = {**prepare_appliance(tmp_path), "HYGIE_EMBEDDED_WORKER": "false"}
+    http_port, grpc_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    proc = start_process(
+        env, log, "serve", "--host", "127.0.0.1", "--port", str(http_port), "--grpc", str(grpc_port)
+    )
+    try:
+        wait_until_live(f"http://127.0.0.1:{http_port}", proc, log)
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            reply = pb2_grpc.LlmStub(channel).Health(pb2.HealthRequest(), timeout=10)
+        assert reply.status == "SERVING"
+        assert "SmolLM2-135M-Instruct" in reply.models
+    finally:
+        assert stop_process(proc, signal.SIGINT, timeout=20) == 0, log_tail(log)
