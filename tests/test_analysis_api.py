@@ -142,3 +142,39 @@ def test_cli_errors_are_one_line(env: dict[str, str], tmp_path: Path) -> None:
     missing = runner.invoke(main, ["analyze", str(tmp_path / "nope.json")])
     assert missing.exit_code == 1
     assert "cannot read" in missing.output
+
+
+def test_drugs_known_only_by_cis_are_matched_through_the_catalog(
+    env: dict[str, str], platform: Platform
+) -> None:
+    """Warfarin has no ATC code in BDPM: COUMADINE + KARDEGIC found by substance codes."""
+    from services.analysis import analyze_bundle
+
+    fixture = Path(__file__).parent / "fixtures" / "bdpm-mini"
+    imported = CliRunner().invoke(main, ["catalog", "import", str(fixture)])
+    assert imported.exit_code == 0, imported.output
+    bundle = _bundle("neg-paracetamol")
+    for cis, name in (
+        ("63245753", "COUMADINE 5 mg"),
+        ("64755969", "KARDEGIC 75 mg"),
+        ("99999999", "X"),
+    ):
+        bundle["entry"].append(
+            {
+                "resource": {
+                    "resourceType": "MedicationStatement",
+                    "status": "active",
+                    "medicationCodeableConcept": {
+                        "coding": [
+                            {"system": "https://smt.esante.gouv.fr/terminologie-cis", "code": cis}
+                        ],
+                        "text": name,
+                    },
+                }
+            }
+        )
+    result = analyze_bundle(bundle, platform.store)
+    found = [f for f in result.findings if f.kind == "interaction"]
+    assert found, result
+    assert found[0].evidence["matched_by"] == "BDPM substance codes of the CIS"
+    assert any("CIS 99999999" in " ".join(n.missing) for n in result.not_evaluated)

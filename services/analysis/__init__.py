@@ -19,7 +19,11 @@ from services.analysis.fhir import BundleError, parse
 from services.analysis.logic import analyze, find_redundancies
 from services.analysis.models import AnalysisResult, Drug, Finding, PatientRecord
 from services.analysis.store import MIGRATIONS
-from services.medications import current_thesaurus, knowledge_editions
+from services.medications import (
+    current_thesaurus,
+    interactions_for_specialities,
+    knowledge_editions,
+)
 
 
 def parse_bundle(raw: bytes | str | dict[str, Any], *, today: date | None = None) -> PatientRecord:
@@ -37,7 +41,16 @@ def analyze_bundle(
         if store is not None
         else {"thesaurus": f"ansm-{current_thesaurus(None).edition}", "catalog": None}
     )
-    return analyze(record, current_thesaurus(store), source=source, knowledge=knowledge)
+    specialities = (
+        (lambda cis: interactions_for_specialities(store, cis)) if store is not None else None
+    )
+    return analyze(
+        record,
+        current_thesaurus(store),
+        source=source,
+        knowledge=knowledge,
+        specialities=specialities,
+    )
 
 
 PLUGIN = ServicePlugin(

@@ -24,7 +24,11 @@ from services.analysis import store as repository
 from services.analysis.fhir import BundleError, parse
 from services.analysis.logic import analyze
 from services.analysis.models import AnalysisResult, Finding
-from services.medications import current_thesaurus, knowledge_editions
+from services.medications import (
+    current_thesaurus,
+    interactions_for_specialities,
+    knowledge_editions,
+)
 
 OBJECT_TYPE = "analysis"
 SCOPE = "analysis:run"
@@ -46,7 +50,11 @@ def _run(store: Store, bundle: dict[str, Any], source: str | None) -> AnalysisRe
     except BundleError as exc:
         raise Problem(400, "invalid-bundle", str(exc)) from exc
     return analyze(
-        record, current_thesaurus(store), source=source, knowledge=knowledge_editions(store)
+        record,
+        current_thesaurus(store),
+        source=source,
+        knowledge=knowledge_editions(store),
+        specialities=lambda cis: interactions_for_specialities(store, cis),
     )
 
 

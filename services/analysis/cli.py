@@ -17,7 +17,11 @@ import msgspec
 from appliance.commands import EXIT_FAILURE, EXIT_USAGE, fail, platform_session
 from services.analysis.fhir import BundleError, parse
 from services.analysis.logic import analyze
-from services.medications import current_thesaurus, knowledge_editions
+from services.medications import (
+    current_thesaurus,
+    interactions_for_specialities,
+    knowledge_editions,
+)
 
 MAX_BYTES = 20 * 1024 * 1024
 
@@ -62,5 +66,6 @@ def analyze_command(paths: tuple[str, ...]) -> None:
                 thesaurus,
                 source=path,
                 knowledge=knowledge,
+                specialities=lambda cis: interactions_for_specialities(store, cis),
             )
             click.echo(msgspec.json.encode(result).decode())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -226,6 +226,14 @@ def find_interactions(drugs: Sequence[Drug], thesaurus: Thesaurus) -> list[Findi
     return findings
 
 
+_INTERACTION_ADVICE: dict[str, str] = {
+    "contraindication": "Association contre-indiquée : ne pas délivrer en l'état, "
+    "contacter le prescripteur.",
+    "avoid": "Association déconseillée : contacter le prescripteur avant délivrance.",
+    "precaution": "Précaution d'emploi : délivrer en expliquant la surveillance prévue "
+    "par le thésaurus.",
+    "consider": "À prendre en compte : informer le patient, pas d'action requise en général.",
+}
 _NUMBER = r"(\d+(?:[.,]\d+)?) ?(mg|g)"
 _RANGE_PER_DAY = re.compile(r"de (\d+(?:[.,]\d+)?) ?mg à (\d+(?:[.,]\d+)?) ?mg par jour")
 _DOSE_OR_DAY = re.compile(
@@ -344,14 +352,7 @@ def _interaction(
         )
         message += "."
         confidence = 0.75 if doses_known else 0.6
-    recommendation = {
-        "contraindication": "Association contre-indiquée : ne pas délivrer en l'état, "
-        "contacter le prescripteur.",
-        "avoid": "Association déconseillée : contacter le prescripteur avant délivrance.",
-        "precaution": "Précaution d'emploi : délivrer en expliquant la surveillance prévue "
-        "par le thésaurus.",
-        "consider": "À prendre en compte : informer le patient, pas d'action requise en général.",
-    }[severity]
+    recommendation = _INTERACTION_ADVICE[severity]
     if item.conduct:
         recommendation += " Conduite à tenir (ANSM) : " + item.conduct
     return Finding(
@@ -366,6 +367,63 @@ def _interaction(
         confidence=confidence,
         evidence=evidence,
     )
+
+
+def speciality_interactions(
+    drugs: Sequence[Drug], lookup: Callable[[list[str]], list[Any]]
+) -> tuple[list[Finding], list[NotEvaluated]]:
+    """Interactions of the drugs that have a CIS but no ATC code, through the catalog.
+
+    ``lookup`` is ``services.medications.interactions_for_specialities`` bound to a store
+    (matching by BDPM substance codes, which a third of the catalog needs); only pairs with
+    at least one drug without ATC are kept (the others are found by ATC already).
+    """
+    uncoded = {d.cis for d in drugs if d.cis and not d.atc}
+    if not uncoded:
+        return [], []
+    known: list[str] = []
+    unknown: list[str] = []
+    for cis in sorted({d.cis for d in drugs if d.cis}):
+        try:
+            lookup([cis])
+        except KeyError:
+            unknown.append(cis)
+        else:
+            known.append(cis)
+    by_cis = {d.cis: d for d in drugs if d.cis}
+    findings: list[Finding] = []
+    for view in lookup(known) if len(known) >= 2 else []:
+        pair = [via.split(" ", 1)[0] for via in view.via]
+        if not set(pair) & uncoded:
+            continue
+        severity = LEVELS.get(view.level, "consider")
+        involved = [by_cis[c] for c in pair if c in by_cis]
+        findings.append(
+            Finding(
+                kind="interaction",
+                rule=f"ANSM {view.edition}: {view.a.upper()} + {view.b.upper()}",
+                severity=severity,
+                atc=sorted({d.atc for d in involved if d.atc}),
+                message=view.message,
+                recommendation=_INTERACTION_ADVICE[severity],
+                recommendation_gp=f"Interaction {view.a} + {view.b} ({severity}, thésaurus "
+                f"ANSM {view.edition}).",
+                confidence=0.85 if not any(lv["condition"] for lv in view.levels) else 0.6,
+                evidence={
+                    "drugs": [_drug_evidence(d) for d in involved],
+                    "via": view.via,
+                    "matched_by": "BDPM substance codes of the CIS",
+                    "levels": view.levels,
+                    "thesaurus": {"edition": view.edition, "sources": view.sources},
+                },
+            )
+        )
+    missing = [
+        NotEvaluated(rule="interactions (CIS)", missing=[f"CIS {cis} absent du catalogue"])
+        for cis in unknown
+        if cis in uncoded
+    ]
+    return findings, missing
 
 
 # ------------------------------------------------------------------ redundancy
@@ -930,6 +988,7 @@ def analyze(
     rules: RuleSet | None = None,
     source: str | None = None,
     knowledge: Mapping[str, str | None] | None = None,
+    specialities: Callable[[list[str]], list[Any]] | None = None,
 ) -> AnalysisResult:
     """All findings for one patient record (the engine; pure and deterministic)."""
     rules = rules or load_rules()
@@ -955,6 +1014,10 @@ def analyze(
         NotEvaluated(rule=what, missing=list(why)) for what, why in record.problems
     ]
     findings += find_interactions(drugs, thesaurus)
+    if specialities is not None:
+        found, missing = speciality_interactions(drugs, specialities)
+        findings += found
+        not_evaluated += missing
     findings += find_redundancies(drugs, rules)
     dose, missing = find_dose_issues(drugs, renal, rules)
     findings += dose
