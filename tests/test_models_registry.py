@@ -146,3 +146,53 @@ def test_missing_weights_are_refused(tmp_path: Path, tiny_gguf: Path) -> None:
     copy.unlink()
     with pytest.raises(FileNotFoundError):
         load_backend(manifest)
+
+
+def test_runtime_cascade_over_both_real_backends(
+    tmp_path: Path, tiny_gguf: Path, tiny_transformers: Path
+) -> None:
+    """Random weights never pass validation: every stage is retried and recorded, the
+    transformers answers included (no grammar there: the validated retry is the guard)."""
+    from appliance.config import load_settings
+    from services.llm.models import GenerateRequest, TreatmentLine
+    from services.llm.runtime import LlmRuntime
+
+    (tmp_path / "none.toml").write_text("")
+    settings = load_settings(
+        {
+            "HYGIE_CONFIG_FILE": str(tmp_path / "none.toml"),
+            "HYGIE_DATA_DIR": str(tmp_path),
+            "HYGIE_LLM_CACHE_SIZE": "1",
+            "HYGIE_LLM_CASCADE": "gguf,hf",
+        }
+    )
+    registry = ModelRegistry(tmp_path / "models", include_embedded=False)
+    registry.add(tiny_gguf, name="gguf")
+    registry.add(tiny_transformers, name="hf")
+    runtime = LlmRuntime(settings, registry=registry)
+    request = GenerateRequest(
+        task="interview_summary",
+        patient_id="pat-1",
+        treatment=[TreatmentLine(drug="Ramipril", dose="5 mg")],
+        notes="Le patient oublie parfois le comprimé du soir.",
+        strategy="cascade",
+        max_tokens=8,
+    )
+    try:
+        record = runtime.generate(request, actor="u-1")
+    finally:
+        runtime.close()
+    assert not record.valid
+    assert record.draft is None
+    roles = [(a.model, a.role) for a in record.attempts]
+    assert roles == [
+        ("gguf", "draft"), ("gguf", "retry"), ("hf", "critique"), ("hf", "retry"),
+        ("hf", "verify"), ("hf", "retry"),
+    ]  # fmt: skip
+    assert {a.model_sha256 for a in record.attempts} == {
+        registry.get("gguf").sha256,
+        registry.get("hf").sha256,
+    }
+    assert runtime.cache.evictions == ["gguf"]  # capacity 1: the LRU made room for hf
+    assert record.completion_tokens > 0
+    assert record.template_version == "interview_summary.v1"
