@@ -33,9 +33,16 @@ def _read(path: str) -> bytes:
         return handle.read(MAX_BYTES + 1)
 
 
-# A group so that the plugin contract (``cli: click.Group``) holds; it takes arguments and
-# runs without a subcommand, so it reads as the command ``hygie analyze PATH ...``.
+class _CommandLikeGroup(click.Group):
+    """A group so that the plugin contract (``cli: click.Group``) holds; it takes arguments
+    and runs without a subcommand, so it reads (and its usage line reads) as a command."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return click.Command.collect_usage_pieces(self, ctx)
+
+
 @click.group(
+    cls=_CommandLikeGroup,
     name="analyze",
     invoke_without_command=True,
     context_settings={"ignore_unknown_options": False},
