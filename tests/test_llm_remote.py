@@ -156,3 +156,19 @@ def test_runtime_falls_back_to_the_remote_when_local_answers_fail(
         task="interview_summary", patient_id="p", notes="x", strategy="single"
     )
     assert not runtime.generate(interview, actor="u-1").fallback_used  # never leaves the box
+
+
+def test_remote_from_settings_reads_its_key_secret(settings: Settings) -> None:
+    from services.llm.runtime import REMOTE_API_KEY_SECRET
+
+    enabled = settings.model_copy(
+        update={"llm_remote_enabled": True, "llm_remote_url": "http://127.0.0.1:9"}
+    )
+    runtime = LlmRuntime(enabled)
+    assert runtime.remote is not None
+    assert "Authorization" not in runtime.remote._headers
+    (settings.key_path / REMOTE_API_KEY_SECRET).write_text("sk-test\n")
+    keyed = LlmRuntime(enabled).remote
+    assert keyed is not None
+    assert keyed._headers == {"Authorization": "Bearer sk-test"}
+    assert LlmRuntime(settings).remote is None  # off by default

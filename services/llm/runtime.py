@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from appliance.config import Settings
+from appliance.keys import SecretError, read_secret
 from appliance.resilience import Breakers, RetryPolicy
 from models.loaders import GenerationParams, ModelCache
 from models.registry import EMBEDDED_NAME, ModelManifest, ModelRegistry
@@ -54,6 +55,7 @@ class LlmRuntime:
                 retry=RetryPolicy.from_settings(settings),
                 breakers=Breakers.from_settings(settings),
                 timeout_s=settings.llm_remote_timeout_s,
+                api_key=remote_api_key(settings),
             )
         self.remote = remote
         self.remote_name = f"remote:{settings.llm_remote_model}"
@@ -171,6 +173,18 @@ class LlmRuntime:
 
     def close(self) -> None:
         self.cache.clear()
+
+
+REMOTE_API_KEY_SECRET = "llm-remote-api-key"  # noqa: S105 - the name of the secret file
+
+
+def remote_api_key(settings: Settings) -> str | None:
+    """The remote endpoint's bearer key: the secret ``llm-remote-api-key`` (systemd
+    credential or key directory), optional (a loopback or LAN server may need none)."""
+    try:
+        return read_secret(settings, REMOTE_API_KEY_SECRET).decode().strip() or None
+    except SecretError:
+        return None
 
 
 def _present(manifest: ModelManifest) -> bool:
