@@ -96,6 +96,12 @@ def test_stopping_a_drug_with_the_prescriber_is_allowed() -> None:
     assert failed(text) == set()
 
 
+def test_ordinary_french_words_are_not_taken_for_drugs() -> None:
+    text = good(texte="Le ramipril peut servir ; nous proposons au médecin le paracétamol.")
+    assert failed(text) == set()
+    assert "grounding" in failed(good(texte="Le patient prend du ritonavir avec le ramipril."))
+
+
 def test_catalogue_drugs_and_fenced_json_are_accepted() -> None:
     assert failed("```json\n" + good() + "\n```") == set()
 

@@ -142,7 +142,8 @@ _INN_SUFFIXES = (
     "pril", "sartan", "olol", "statine", "statin", "azepam", "azolam", "prazole", "floxacine",
     "cycline", "cilline", "mycine", "gliptine", "gliflozine", "dipine", "parine", "xaban",
     "gatran", "tidine", "triptan", "setron", "profene", "coxib", "semide", "thiazide",
-    "oxetine", "pramine", "lukast", "fibrate", "glinide", "mab", "nib", "vir", "conazole",
+    "oxetine", "pramine", "lukast", "fibrate", "glinide", "mab", "tinib", "conazole",
+    "navir", "ciclovir", "amivir", "buvir", "tegravir",
 )  # fmt: skip
 
 
