@@ -130,6 +130,12 @@ class Settings(BaseModel):
     """Memory the loaded models may take together (GPU or CPU), estimated from the weights."""
     llm_cascade: str = "BioMistral-7B,MedFound-Llama3-8B,HippoMistral"
     """Models in priority order (draft, critique, verify; ensemble tie-break order)."""
+    llm_threads: int = Field(default=0, ge=0, le=256)
+    """CPU threads per loaded model; 0: half the cores (at least 1). Oversubscribed cores
+    make llama.cpp's spinning threads collapse (30× slower measured on 2 busy cores)."""
+    llm_retries: int = Field(default=1, ge=0, le=3)
+    """Retries of a model whose answer failed validation (with the failed checks in the
+    prompt), before the fallback."""
     llm_remote_enabled: bool = False
     """Fall back to a remote OpenAI-compatible endpoint (pseudonymised data only)."""
     llm_remote_url: str | None = Field(default=None, pattern=r"^https?://\S+$")

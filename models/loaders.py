@@ -9,7 +9,9 @@ with ``device_map="auto"``; on CPU, transformers runs float32.
 
 from __future__ import annotations
 
+import functools
 import gc
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -65,7 +67,7 @@ def gpu_available() -> bool:
 class LlamaCppBackend:
     """A GGUF model through llama-cpp-python; JSON answers constrained by a grammar."""
 
-    def __init__(self, manifest: ModelManifest, *, gpu: bool | None = None, threads: int = 2):
+    def __init__(self, manifest: ModelManifest, *, gpu: bool | None = None, threads: int = 0):
         import llama_cpp
 
         self.name = manifest.name
@@ -85,7 +87,7 @@ class LlamaCppBackend:
             model_path=manifest.path,
             n_ctx=manifest.context_length,
             n_gpu_layers=-1 if gpu else 0,
-            n_threads=threads,
+            n_threads=threads or default_threads(),
             verbose=False,
             **kwargs,
         )
@@ -157,7 +159,7 @@ class LlamaCppBackend:
 class TransformersBackend:
     """A ``save_pretrained`` folder through transformers (float16 on GPU, float32 on CPU)."""
 
-    def __init__(self, manifest: ModelManifest, *, gpu: bool | None = None, threads: int = 2):
+    def __init__(self, manifest: ModelManifest, *, gpu: bool | None = None, threads: int = 0):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -166,7 +168,7 @@ class TransformersBackend:
         self._lock = threading.Lock()
         self._gpu = gpu_available() if gpu is None else gpu
         if not self._gpu:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(threads or default_threads())
         self._tokenizer = AutoTokenizer.from_pretrained(manifest.path)
         if manifest.chat_template:
             self._tokenizer.chat_template = manifest.chat_template
@@ -254,12 +256,20 @@ class TransformersBackend:
                 torch.cuda.empty_cache()
 
 
-def load_backend(manifest: ModelManifest, *, gpu: bool | None = None) -> TextBackend:
+def default_threads() -> int:
+    """Half the cores, at least one: the web app and the worker need the rest."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def load_backend(
+    manifest: ModelManifest, *, gpu: bool | None = None, threads: int = 0
+) -> TextBackend:
     if not Path(manifest.path).exists():
         raise FileNotFoundError(f"weights of {manifest.name} are missing: {manifest.path}")
+    threads = threads or default_threads()
     if manifest.backend == "llama_cpp":
-        return LlamaCppBackend(manifest, gpu=gpu)
-    return TransformersBackend(manifest, gpu=gpu)
+        return LlamaCppBackend(manifest, gpu=gpu, threads=threads)
+    return TransformersBackend(manifest, gpu=gpu, threads=threads)
 
 
 def estimated_bytes(manifest: ModelManifest) -> int:
@@ -297,12 +307,13 @@ class ModelCache:
         *,
         capacity: int = 3,
         budget_bytes: int = 8 * 1024**3,
-        loader: Callable[[ModelManifest], TextBackend] = load_backend,
+        loader: Callable[[ModelManifest], TextBackend] | None = None,
+        threads: int = 0,
         size_of: Callable[[ModelManifest], int] = estimated_bytes,
     ) -> None:
         self.capacity = capacity
         self.budget_bytes = budget_bytes
-        self._loader = loader
+        self._loader = loader or functools.partial(load_backend, threads=threads)
         self._size_of = size_of
         self._loaded: OrderedDict[str, tuple[TextBackend, int, str]] = OrderedDict()
         self._lock = threading.RLock()

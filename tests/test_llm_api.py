@@ -43,6 +43,8 @@ BODY: dict[str, Any] = {
 
 @pytest.fixture
 def llm_client(settings: Settings) -> Iterator[TestClient]:  # type: ignore[type-arg]
+    # one call per generation: the real model is slow on a shared CPU
+    settings = settings.model_copy(update={"llm_retries": 0})
     app = create_app(settings, plugins=(*INSTALLED_SERVICES, API_PLUGIN))
     with TestClient(app=app) as test_client:
         record_heartbeat(app.state.platform.store, "test-worker")
@@ -74,10 +76,8 @@ def test_generate_with_the_real_smollm2_is_traced_and_audited(
     assert 0 < first["completion_tokens"] <= 48
     assert first["checks"][0]["check"] == "schema"
     # 48 tokens may cut the grammar-constrained JSON short: a failed schema check is then
-    # recorded and retried, never shown.
-    assert [a["role"] for a in record["attempts"]][:1] == ["single"]
-    if not first["valid"]:
-        assert record["attempts"][1]["role"] == "retry"
+    # recorded, never shown.
+    assert [a["role"] for a in record["attempts"]] == ["single"]  # llm_retries = 0
     audit = llm_client.app.state.platform.audit
     entries = [e for e in audit.entries() if e.object_type == "llm_generation"]
     assert [e.object_id for e in entries] == [body["id"]]

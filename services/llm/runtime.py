@@ -45,6 +45,7 @@ class LlmRuntime:
         self.cache = cache or ModelCache(
             capacity=settings.llm_cache_size,
             budget_bytes=settings.llm_memory_budget_mb * 1024 * 1024,
+            threads=settings.llm_threads,
         )
         self.priority = [n.strip() for n in settings.llm_cascade.split(",") if n.strip()]
         self.catalog = catalog
@@ -59,6 +60,7 @@ class LlmRuntime:
             )
         self.remote = remote
         self.remote_name = f"remote:{settings.llm_remote_model}"
+        self.retries = settings.llm_retries
 
     # -- models ----------------------------------------------------------------------------
 
@@ -136,6 +138,7 @@ class LlmRuntime:
         orchestrator = logic.Orchestrator(
             call=self._caller(params),
             lexicon=logic.lexicon_for(request, self.catalog),
+            retries=self.retries,
             fallback=fallback,
         )
         outcome = orchestrator.run(strategy, handles, request)
