@@ -348,3 +348,34 @@ def test_import_from_url(env: dict[str, str], platform: Platform) -> None:
     assert _counts(platform)["med_specialities"] == 289
     assert missing.exit_code == 1
     assert "cannot download" in missing.output
+
+
+def test_public_lookup_by_every_code(imported: Result, platform: Platform) -> None:
+    """The functions other services call: one speciality from any code a box carries."""
+    from services.medications import lookup, lookup_cis, medications, products, search_catalog
+
+    store = platform.store
+    view = lookup(store, DOLIPRANE)
+    assert view is not None
+    box = next(p for p in view.presentations if p.cip13 == DOLIPRANE_CIP13)
+    for code in (
+        DOLIPRANE,
+        box.cip7,
+        DOLIPRANE_CIP13,
+        "0" + DOLIPRANE_CIP13,
+        f"010{DOLIPRANE_CIP13}17270131\x1d10LOT1",
+        f"(01)0{DOLIPRANE_CIP13}",
+    ):
+        found = lookup(store, code)
+        assert found is not None, code
+        assert found.cis == DOLIPRANE, code
+        assert lookup_cis(store, code) == DOLIPRANE, code
+    for unknown in ("99999999", "3400900000000", "doliprane", ""):
+        assert lookup(store, unknown) is None, unknown
+        assert lookup_cis(store, unknown) is None, unknown
+    product = products(store, [DOLIPRANE, "99999999"])
+    assert list(product) == [DOLIPRANE]
+    assert product[DOLIPRANE].atc == "N02BE01"
+    assert [name for _, name in product[DOLIPRANE].substances] == ["PARACÉTAMOL"]
+    assert [view.cis for view in medications(store, ["99999999", DOLIPRANE])] == [DOLIPRANE]
+    assert DOLIPRANE in [view.cis for view in search_catalog(store, "paracetamol")]

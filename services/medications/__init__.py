@@ -1,7 +1,9 @@
 """Medication knowledge: the BDPM catalog with ATC codes, and the ANSM interaction thesaurus.
 
-Other services use only the functions below: :func:`knowledge_editions` (what an analysis
-records it relied on), :func:`current_thesaurus` and :func:`interactions_for`.
+Other services use only the functions below: :func:`lookup` (a speciality by CIS, CIP7,
+CIP13, GTIN or DataMatrix scan), :func:`lookup_cis`, :func:`medications` and
+:func:`products` (by CIS), :func:`search_catalog`, :func:`knowledge_editions` (what an
+analysis records it relied on), :func:`current_thesaurus` and :func:`interactions_for`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,54 @@ from appliance.store import Store
 from services.medications import store as _repository
 from services.medications.api import MedicationController
 from services.medications.cli import catalog, interactions
-from services.medications.models import InteractionView
+from services.medications.models import CatalogProduct, InteractionView, MedicationView
 from services.medications.store import MIGRATIONS
 from services.medications.thesaurus import Thesaurus
+
+
+def lookup(store: Store, code: str) -> MedicationView | None:
+    """The speciality a code designates, as the counter sees it; ``None`` when unknown.
+
+    ``code`` is a CIS (8 digits), CIP7 (7), CIP13 (13), the GTIN-14 of a box (``0`` +
+    CIP13) or a raw DataMatrix scan (``01`` + GTIN, with or without GS separators). Text
+    that is none of these is not a code and gives ``None`` (use :func:`search_catalog`).
+    """
+    cis = _repository.lookup_cis(store, code)
+    if cis is None:
+        return None
+    found = _repository.medication_views(store, [cis])
+    return found[0] if found else None
+
+
+def lookup_cis(store: Store, code: str) -> str | None:
+    """The CIS of a CIS, CIP7, CIP13, GTIN or DataMatrix scan present in the catalog."""
+    return _repository.lookup_cis(store, code)
+
+
+def medications(store: Store, cis_list: Sequence[str]) -> list[MedicationView]:
+    """Counter views of these specialities, in the given order; unknown CIS are left out."""
+    return _repository.medication_views(store, list(cis_list))
+
+
+def products(store: Store, cis_list: Sequence[str]) -> dict[str, CatalogProduct]:
+    """Active moieties, ATC code (with provenance) and status by CIS; unknown CIS absent."""
+    return _repository.products(store, cis_list)
+
+
+def search_catalog(
+    store: Store,
+    query: str,
+    *,
+    by: str = "auto",
+    limit: int = 20,
+    marketed_only: bool = False,
+) -> list[MedicationView]:
+    """The counter's search: a code finds its box, text a name prefix, DCI or full text.
+
+    ``by`` is ``auto`` (codes recognised, else full text), ``name``, ``substance`` or
+    ``text``; accents and case are folded.
+    """
+    return _repository.search(store, query, by=by, limit=limit, marketed_only=marketed_only)
 
 
 def current_thesaurus(store: Store | None = None) -> Thesaurus:
@@ -84,9 +131,16 @@ __all__ = [
     "INTERACTIONS_PLUGIN",
     "PLUGIN",
     "PLUGINS",
+    "CatalogProduct",
+    "MedicationView",
     "Thesaurus",
     "current_thesaurus",
     "interactions_for",
     "interactions_for_specialities",
     "knowledge_editions",
+    "lookup",
+    "lookup_cis",
+    "medications",
+    "products",
+    "search_catalog",
 ]

@@ -245,6 +245,22 @@ class ShortageView(msgspec.Struct, frozen=True, kw_only=True):
     link: str
 
 
+class CatalogProduct(msgspec.Struct, frozen=True, kw_only=True):
+    """What other services need of a speciality to reason about it: its active moieties.
+
+    ``substances`` holds (BDPM substance code, name) of each active moiety, once per
+    composition link: the moiety (``FT``) when BDPM gives one, else the substance as salt,
+    so a combination product counts each of its substances once.
+    """
+
+    cis: str
+    name: str
+    atc: str | None
+    atc_source: str | None
+    marketed: bool
+    substances: tuple[tuple[str, str], ...]
+
+
 class MedicationView(msgspec.Struct, frozen=True, kw_only=True):
     """A speciality as the counter sees it: status, reimbursement, price, generic group."""
 

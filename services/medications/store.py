@@ -31,6 +31,7 @@ from services.medications.models import (
     AtcAssignment,
     BdpmData,
     CatalogImportReport,
+    CatalogProduct,
     CatalogSnapshot,
     Component,
     MedicationView,
@@ -458,6 +459,47 @@ def catalog_atc(store: Store) -> dict[str, str]:
         str(r[0]): str(r[1])
         for r in store.db.execute("SELECT cis, atc FROM med_specialities WHERE atc IS NOT NULL")
     }
+
+
+def products(store: Store, cis_list: Sequence[str]) -> dict[str, CatalogProduct]:
+    """Catalog products by CIS with their active moieties (two queries for the whole list).
+
+    A BDPM composition lists, per link number, the substance as salt (``SA``) and the
+    active moiety (``FT``) when they differ: the moiety is kept, once per link.
+    """
+    wanted = sorted(set(cis_list))
+    if not wanted:
+        return {}
+    by_cis: dict[str, dict[object, tuple[str, str]]] = {}
+    for comp in rows_for(store, "med_components", wanted):
+        links = by_cis.setdefault(str(comp["cis"]), {})
+        link = comp["link_no"] if comp["link_no"] is not None else comp["substance_code"]
+        pair = (str(comp["substance_code"]), str(comp["substance_name"]).strip())
+        if comp["nature"] == "FT" or link not in links:
+            links[link] = pair
+    found: dict[str, CatalogProduct] = {}
+    for row in speciality_rows(store, wanted):
+        cis = str(row["cis"])
+        found[cis] = CatalogProduct(
+            cis=cis,
+            name=str(row["name"]),
+            atc=row["atc"] or None,
+            atc_source=row["atc_source"] or None,
+            marketed=bool(row["marketed"]),
+            substances=tuple(sorted(set(by_cis.get(cis, {}).values()))),
+        )
+    return found
+
+
+def lookup_cis(store: Store, code: str) -> str | None:
+    """The CIS of a CIS, CIP7, CIP13, GTIN-14 or DataMatrix scan, if the catalog has it."""
+    kind, value = classify_code(code)
+    if kind == "cis":
+        return value if speciality_rows(store, [value]) else None
+    if kind in {"cip7", "cip13"}:
+        found = cis_by_code(store, kind, value)
+        return found[0] if found else None
+    return None
 
 
 def search(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import services.medications as _catalog
 from appliance.store import Migration, Store, Versioned, VersionedTable
-from services.medications import store as _catalog
 from services.prescriptions.models import Product, StoredPrescription, StoredStatement
 
 COMPONENT = "prescriptions"
@@ -135,42 +135,19 @@ def statements_of(store: Store, patient_id: str) -> list[Versioned[StoredStateme
 
 
 # --------------------------------------------------------------------------- catalog reads
-# Integration point: the medications service exposes no public "product by CIS/CIP13"
-# function yet, so these read its catalog tables through its repository functions. When it
-# does, replace the two functions below by calls to it.
+# Through the medications service's public lookup functions, never its tables.
 
 
 def products(store: Store, cis_list: Sequence[str]) -> dict[str, Product]:
-    """Catalog products by CIS, with their active moieties (a combination has several).
-
-    A BDPM composition lists, per link number, the substance as salt (``SA``) and the
-    active moiety (``FT``) when they differ: the moiety is counted, once per link.
-    """
-    wanted = sorted(set(cis_list))
-    if not wanted:
-        return {}
-    found: dict[str, Product] = {}
-    components = _catalog.rows_for(store, "med_components", wanted)
-    for row in _catalog.speciality_rows(store, wanted):
-        cis = str(row["cis"])
-        by_link: dict[object, tuple[str, str]] = {}
-        for comp in components:
-            if comp["cis"] != cis:
-                continue
-            link = comp["link_no"] if comp["link_no"] is not None else comp["substance_code"]
-            pair = (str(comp["substance_code"]), str(comp["substance_name"]).strip())
-            if comp["nature"] == "FT" or link not in by_link:
-                by_link[link] = pair
-        substances = tuple(sorted(set(by_link.values())))
-        found[cis] = Product(
-            cis=cis, name=str(row["name"]), atc=row["atc"] or None, substances=substances
-        )
-    return found
+    """Catalog products by CIS, with their active moieties (a combination has several)."""
+    return {
+        cis: Product(cis=cis, name=item.name, atc=item.atc, substances=item.substances)
+        for cis, item in _catalog.products(store, cis_list).items()
+    }
 
 
 def cis_for_cip13(store: Store, cip13: str) -> str | None:
-    found = _catalog.cis_by_code(store, "cip13", cip13)
-    return found[0] if found else None
+    return _catalog.lookup_cis(store, cip13) if len(cip13) == 13 else None
 
 
 def product_for(store: Store, cis: str | None, cip13: str | None) -> Product | None:
