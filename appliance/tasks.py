@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 
 from huey import SqliteHuey, crontab
 
+from appliance.audit import AuditLog
 from appliance.config import Settings
+from appliance.outbox import OUTBOX_MIGRATIONS, enqueue
 from appliance.platform import Platform
 from appliance.plugin import ServicePlugin
 from appliance.store import Migration, Store
@@ -29,6 +31,7 @@ PLATFORM_MIGRATIONS: tuple[Migration, ...] = (
         f"CREATE TABLE {HEARTBEAT_TABLE} ("
         "worker TEXT PRIMARY KEY, pid INTEGER NOT NULL, beat_at TEXT NOT NULL)",
     ),
+    *OUTBOX_MIGRATIONS,
 )
 
 
@@ -49,6 +52,34 @@ def record_heartbeat(store: Store, worker: str | None = None) -> datetime:
 def last_heartbeat(store: Store) -> datetime | None:
     row = store.db.execute(f"SELECT max(beat_at) FROM {HEARTBEAT_TABLE}").fetchone()
     return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+
+def checkpoint_to_outbox(audit: AuditLog, store: Store) -> int | None:
+    """Sign the audit head, then queue the latest checkpoint for the cloud.
+
+    The audit log is its own database, so the two writes cannot share a transaction; the
+    idempotency key (the checkpoint's seq) makes re-running after a crash harmless: the
+    latest checkpoint is (re)queued every time, written once.
+    """
+    audit.checkpoint()
+    checkpoints = audit.checkpoints()
+    if not checkpoints:
+        return None
+    latest = checkpoints[-1]
+    with store.write() as db:
+        return enqueue(
+            db,
+            stream="audit",
+            kind="audit.checkpoint",
+            payload={
+                "seq": latest.seq,
+                "entry_hash": latest.entry_hash,
+                "signed_at": latest.signed_at,
+                "key_id": latest.key_id,
+                "signature": latest.signature,
+            },
+            idempotency_key=f"audit-checkpoint:{latest.key_id}:{latest.seq}",
+        )
 
 
 def create_huey(settings: Settings, *, immediate: bool = False) -> SqliteHuey:
@@ -75,7 +106,7 @@ def register_tasks(huey: SqliteHuey, platform: Platform, plugins: Iterable[Servi
 
     @huey.periodic_task(crontab(minute="*/5"))
     def audit_checkpoint() -> None:
-        platform.audit.checkpoint()
+        checkpoint_to_outbox(platform.audit, platform.store)
 
     for plugin in plugins:
         if plugin.register_tasks is not None:
