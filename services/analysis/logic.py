@@ -27,7 +27,7 @@ from services.analysis.models import (
 from services.analysis.rules import Criterion, LabTest, RedundancyFile, RuleSet
 from services.analysis.rules import load as load_rules
 from services.medications import Thesaurus
-from services.patients import SubstancePeriod
+from services.patients import SubstancePeriod, rule_in_force
 from services.patients import bpm_eligibility as patient_bpm_eligibility
 
 LEVELS: dict[str, Severity] = {
@@ -162,6 +162,7 @@ def _conf(value: float) -> float:
 # ------------------------------------------------------------------ interactions
 _KEYS_CACHE: dict[tuple[str | None, str | None], set[str]] = {}
 _PAIRS_CACHE: dict[tuple[Any, ...], list[tuple[Any, str, str]]] = {}
+_ITEM_CACHE: dict[int, tuple[Any, ...]] = {}
 _CACHE_OWNER: list[Thesaurus] = []
 
 
@@ -170,6 +171,7 @@ def _own_caches(thesaurus: Thesaurus) -> None:
     if not _CACHE_OWNER or _CACHE_OWNER[0] is not thesaurus:
         _KEYS_CACHE.clear()
         _PAIRS_CACHE.clear()
+        _ITEM_CACHE.clear()
         _CACHE_OWNER[:] = [thesaurus]
 
 
@@ -308,19 +310,27 @@ def _dose_level(
 def _interaction(
     item: Any, first: Drug, second: Drug, key_a: str, key_b: str, thesaurus: Thesaurus
 ) -> Finding:
-    severity = LEVELS.get(str(item.level.value), "consider")
-    conditional = [lv for lv in item.levels if lv.condition]
-    names = [thesaurus.entities[k].name if k in thesaurus.entities else k for k in (item.a, item.b)]
+    _own_caches(thesaurus)
+    fixed = _ITEM_CACHE.get(id(item))
+    if fixed is None:
+        # what depends on the thesaurus entry alone, not on the patient: computed once
+        fixed = _ITEM_CACHE[id(item)] = (
+            LEVELS.get(str(item.level.value), "consider"),
+            [lv for lv in item.levels if lv.condition],
+            [
+                thesaurus.entities[k].name if k in thesaurus.entities else k
+                for k in (item.a, item.b)
+            ],
+            sorted({s.page for s in item.sources}),
+            sorted({f"{s.entry} + {s.partner}" for s in item.sources}),
+        )
+    severity, conditional, names, pages, entries = fixed
     message = item.message
     confidence = 0.95
     evidence: dict[str, Any] = {
         "drugs": [_drug_evidence(first), _drug_evidence(second)],
         "via": [key_a, key_b],
-        "thesaurus": {
-            "edition": thesaurus.edition,
-            "pages": sorted({s.page for s in item.sources}),
-            "entries": sorted({f"{s.entry} + {s.partner}" for s in item.sources}),
-        },
+        "thesaurus": {"edition": thesaurus.edition, "pages": list(pages), "entries": list(entries)},
     }
     evaluated = _dose_level(item, first, second, key_a, key_b, thesaurus) if conditional else None
     if evaluated is not None:
@@ -666,28 +676,39 @@ def _key(item: Drug | Dispense) -> str:
 
 
 def proportion_of_days_covered(
-    dispenses: Sequence[Dispense], *, start: date, end: date
+    dispenses: Sequence[Dispense], *, start: date, end: date, presorted: bool = False
 ) -> tuple[float, list[tuple[date, date]]]:
-    """PDC over [start, end) and the uncovered gaps; early refills carry over (PQA)."""
+    """PDC over [start, end) and the uncovered gaps; early refills carry over (PQA).
+
+    ``presorted``: the caller already ordered ``dispenses`` by date (saves a sort per drug
+    on the hot path of every analysis).
+    """
     days = (end - start).days
     if days <= 0:
         raise ValueError("empty period")
+    # day numbers (ordinals) rather than dates: integer arithmetic, no timedelta per step
+    first, last = start.toordinal(), end.toordinal()
     covered = 0
-    gaps: list[tuple[date, date]] = []
-    cursor = start
-    supply_end = start
-    for item in sorted(dispenses, key=lambda d: d.handed_over):
-        begin = max(item.handed_over, supply_end)
-        if begin > cursor and begin < end:
-            gaps.append((cursor, begin))
-        finish = begin + timedelta(days=item.days_supply)
-        lo, hi = max(begin, start), min(finish, end)
+    spans: list[tuple[int, int]] = []
+    cursor = supply_end = first
+    ordered = dispenses if presorted else sorted(dispenses, key=lambda d: d.handed_over)
+    for item in ordered:
+        handed = item.handed_over.toordinal()
+        begin = handed if handed > supply_end else supply_end
+        if cursor < begin < last:
+            spans.append((cursor, begin))
+        finish = begin + item.days_supply
+        lo = begin if begin > first else first
+        hi = finish if finish < last else last
         if hi > lo:
-            covered += (hi - lo).days
-        supply_end = max(supply_end, finish)
-        cursor = max(cursor, supply_end)
-    if cursor < end:
-        gaps.append((cursor, end))
+            covered += hi - lo
+        if finish > supply_end:
+            supply_end = finish
+        if supply_end > cursor:
+            cursor = supply_end
+    if cursor < last:
+        spans.append((cursor, last))
+    gaps = [(date.fromordinal(a), date.fromordinal(b)) for a, b in spans]
     return min(1.0, covered / days), gaps
 
 
@@ -697,20 +718,23 @@ def find_adherence(record: PatientRecord, rules: RuleSet) -> list[Finding]:
     wanted = {_key(d) for d in record.drugs}
     groups: dict[str, list[Dispense]] = defaultdict(list)
     for item in record.dispenses:
-        if item.handed_over >= window_start and (not wanted or _key(item) in wanted):
-            groups[_key(item)].append(item)
+        if item.handed_over >= window_start:
+            key = _key(item)
+            if not wanted or key in wanted:
+                groups[key].append(item)
     findings: list[Finding] = []
-    for _group, items in sorted(groups.items()):
-        if len(items) < cfg.min_dispenses:
+    for _group, unordered in sorted(groups.items()):
+        if len(unordered) < cfg.min_dispenses:
             continue
-        first = min(d.handed_over for d in items)
+        items = sorted(unordered, key=lambda d: (d.handed_over, d.days_supply, d.label))
+        first = items[0].handed_over
         if (record.as_of - first).days < 60:
             continue
-        pdc, gaps = proportion_of_days_covered(items, start=first, end=record.as_of)
+        pdc, gaps = proportion_of_days_covered(items, start=first, end=record.as_of, presorted=True)
         if pdc >= cfg.threshold:
             continue
         big = [(a, b) for a, b in gaps if (b - a).days >= cfg.min_gap_days]
-        label = sorted(items, key=lambda d: d.handed_over)[-1].label
+        label = items[-1].label
         findings.append(
             Finding(
                 kind="adherence",
@@ -730,7 +754,7 @@ def find_adherence(record: PatientRecord, rules: RuleSet) -> list[Finding]:
                     "period": {"start": first.isoformat(), "end": record.as_of.isoformat()},
                     "dispenses": [
                         {"date": d.handed_over.isoformat(), "days_supply": d.days_supply}
-                        for d in sorted(items, key=lambda d: (d.handed_over, d.days_supply))
+                        for d in items
                     ],
                     "gaps": [
                         {"start": a.isoformat(), "end": b.isoformat(), "days": (b - a).days}
@@ -755,20 +779,27 @@ def bpm_eligibility(record: PatientRecord, age: int | None) -> BpmEligibility:
             eligible=False, reasons=["âge inconnu (Patient.birthDate absente ou invalide)"]
         )
     first_dispensed: dict[str, date] = {}
-    for item in record.dispenses:
-        key = _key(item)
-        first_dispensed[key] = min(first_dispensed.get(key, item.handed_over), item.handed_over)
+    keys = [_key(item) for item in record.dispenses]
+    for key, item in zip(keys, record.dispenses, strict=True):
+        known = first_dispensed.get(key)
+        if known is None or item.handed_over < known:
+            first_dispensed[key] = item.handed_over
     # a dispensing inside a statement's period (same substance) adds nothing to the runs
     stated = {
         _key(d): start
         for d in record.drugs
         if (start := d.start or first_dispensed.get(_key(d))) is not None
     }
+    # the rule ignores periods ended before its look-back window: not building them saves
+    # most of the work on long histories (31 days a month keeps this a safe under-estimate)
+    lookback = rule_in_force(record.as_of).assumptions.lookback_months
+    too_old = record.as_of - timedelta(days=31 * lookback + 1)
     periods: list[SubstancePeriod] = []
-    for index, item in enumerate(record.dispenses):
-        key = _key(item)
-        covered_from = stated.get(key)
+    for index, (key, item) in enumerate(zip(keys, record.dispenses, strict=True)):
         ends = item.handed_over + timedelta(days=item.days_supply - 1)
+        if ends < too_old:
+            continue
+        covered_from = stated.get(key)
         if covered_from is not None and covered_from <= item.handed_over and ends <= record.as_of:
             continue
         periods.append(
@@ -776,7 +807,7 @@ def bpm_eligibility(record: PatientRecord, age: int | None) -> BpmEligibility:
                 substance=key,
                 name=item.label,
                 start=item.handed_over,
-                end=item.handed_over + timedelta(days=item.days_supply - 1),
+                end=ends,
                 source=f"dispensing:{index}",
             )
         )
@@ -806,11 +837,19 @@ def bpm_eligibility(record: PatientRecord, age: int | None) -> BpmEligibility:
 
 # ------------------------------------------------------------------ STOPP / START
 class _Context:
-    def __init__(self, record: PatientRecord, age: int | None, renal: Renal) -> None:
+    def __init__(
+        self, record: PatientRecord, age: int | None, renal: Renal, drugs: Sequence[Drug] = ()
+    ) -> None:
         self.record = record
         self.age = age
         self.renal = renal
         self.icd = sorted({c.code for c in record.conditions})
+        # every prefix of every ATC code taken: "is some drug in this class?" is then a set
+        # look-up per listed prefix instead of a scan of the drugs
+        self.atc_prefixes = {d.atc[:n] for d in drugs if d.atc for n in range(1, len(d.atc) + 1)}
+
+    def takes_any(self, prefixes: Sequence[str]) -> bool:
+        return any(p in self.atc_prefixes for p in prefixes)
 
     def lab(self, test: LabTest) -> tuple[float, dict[str, Any]] | None:
         if test.code == "renal":
@@ -853,9 +892,24 @@ def evaluate_criterion(
         return NotEvaluated(rule=crit.id, missing=["âge (Patient.birthDate)"])
     if ctx.age < crit.min_age or (crit.max_age is not None and ctx.age > crit.max_age):
         return None
+    # what can only stop the criterion comes first: a criterion that cannot fire is neither
+    # a finding nor "not evaluated", and these set look-ups are the cheapest checks
+    if ctx.takes_any(crit.without_drugs) or ctx.takes_any(crit.start_atc):
+        return None
+    if any(not ctx.takes_any(group) for group in crit.also_drugs):
+        return None
+    if crit.conditions and not any(c.startswith(crit.conditions) for c in ctx.icd):
+        return None
+    if crit.without_conditions and any(c.startswith(crit.without_conditions) for c in ctx.icd):
+        return None
     confidence = 0.9 if crit.status == "encoded" else 0.7
+    wanted, excluded = crit.drugs, crit.except_drugs
     matched = [
-        d for d in drugs if _starts(d.atc, crit.drugs) and not _starts(d.atc, crit.except_drugs)
+        d
+        for d in drugs
+        if d.atc is not None
+        and d.atc.startswith(wanted)
+        and not (excluded and d.atc.startswith(excluded))
     ]
     if crit.drugs and not matched:
         return None
@@ -875,11 +929,13 @@ def evaluate_criterion(
             return None
     also: list[Drug] = []
     for group in crit.also_drugs:
+        if not ctx.takes_any(group):
+            return None
         members = [d for d in drugs if _starts(d.atc, group) and d not in matched]
         if not members:
             return None
         also.extend(members)
-    if _starts_any(drugs, crit.without_drugs) or _starts_any(drugs, crit.start_atc):
+    if ctx.takes_any(crit.without_drugs) or ctx.takes_any(crit.start_atc):
         return None
     conditions: list[str] = []
     if crit.conditions:
@@ -898,10 +954,12 @@ def evaluate_criterion(
         if not _holds(found[0], test):
             return None
         labs.append(found[1])
+    alternative = [c for c in ctx.icd if crit.or_conditions and c.startswith(crit.or_conditions)]
+    conditions.extend(alternative)
     if crit.labs_any:
         results = [(test, ctx.lab(test)) for test in crit.labs_any]
         hits = [f for t, f in results if f is not None and _holds(f[0], t)]
-        if not hits:
+        if not hits and not alternative:
             unknown = [_lab_name(t) for t, f in results if f is None]
             if not unknown:
                 return None
@@ -942,10 +1000,6 @@ def evaluate_criterion(
         confidence=_conf(confidence),
         evidence=evidence,
     )
-
-
-def _starts_any(drugs: Sequence[Drug], prefixes: Sequence[str]) -> bool:
-    return bool(prefixes) and any(_starts(d.atc, prefixes) for d in drugs)
 
 
 def find_stopp_start(
@@ -1008,7 +1062,7 @@ def analyze(
         if lab.when is None or (record.as_of - lab.when).days <= 365:
             latest[lab.loinc] = lab
     renal = Renal(record, age, latest)
-    ctx = _Context(record, age, renal)
+    ctx = _Context(record, age, renal, drugs)
     findings: list[Finding] = []
     not_evaluated: list[NotEvaluated] = [
         NotEvaluated(rule=what, missing=list(why)) for what, why in record.problems

@@ -60,6 +60,9 @@ class Criterion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     without_conditions: tuple[str, ...] = ()
     labs: tuple[LabTest, ...] = ()
     labs_any: tuple[LabTest, ...] = ()
+    or_conditions: tuple[str, ...] = ()
+    """ICD-10 prefixes that satisfy the ``labs_any`` arm in place of a lab value (e.g. a heart
+    block in place of a heart rate below 50/min)."""
     min_age: int = 65
     max_age: int | None = None
     min_days: int = 0
@@ -68,11 +71,33 @@ class Criterion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     partial_reason: str = ""
     doubt: str = ""
     source: str = STOPP_START_SOURCE
+    text: str = ""
+    """The criterion's wording as published, when it was read in a source (``text_source``);
+    empty when only the content is known (then ``doubt`` says so)."""
+    text_source: str = ""
+    same_finding_as: str = ""
+    """Another criterion of the source that flags the same situation (e.g. START H2 and
+    STOPP L2 on opioids without a laxative): when both fire, one finding cites both."""
+
+    @property
+    def section(self) -> str:
+        """The section letter of the id (``STOPP v3 D5`` → ``D``)."""
+        return self.id.rsplit(" ", 1)[-1][:1]
 
 
 class NotEncoded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A criterion the bundle cannot feed: reported in every analysis' ``not_evaluated``."""
+
     id: str
     reason: str
+    summary: str = ""
+    text: str = ""
+    text_source: str = ""
+    doubt: str = ""
+
+    @property
+    def section(self) -> str:
+        return self.id.rsplit(" ", 1)[-1][:1]
 
 
 class StoppStartFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
