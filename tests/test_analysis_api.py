@@ -178,3 +178,35 @@ def test_drugs_known_only_by_cis_are_matched_through_the_catalog(
     assert found, result
     assert found[0].evidence["matched_by"] == "BDPM substance codes of the CIS"
     assert any("CIS 99999999" in " ".join(n.missing) for n in result.not_evaluated)
+
+
+def test_drugs_known_only_by_cis_get_their_atc_rules_through_the_catalog(
+    env: dict[str, str], platform: Platform
+) -> None:
+    """A benzodiazepine given by CIS only, with a history of falls: STOPP K1 still fires,
+    its evidence saying the ATC code came from the catalog."""
+    from services.analysis import analyze_bundle
+    from services.medications import products
+
+    fixture = Path(__file__).parent / "fixtures" / "bdpm-mini"
+    imported = CliRunner().invoke(main, ["catalog", "import", str(fixture)])
+    assert imported.exit_code == 0, imported.output
+    cis = "61200859"  # ALPRAZOLAM VIATRIS 0,50 mg
+    catalog_atc = products(platform.store, [cis])[cis].atc
+    assert catalog_atc is not None and catalog_atc.startswith("N05BA")
+    bundle = _bundle("stopp-k1-benzo-falls")
+    for entry in bundle["entry"]:
+        concept = entry["resource"].get("medicationCodeableConcept")
+        if concept is not None:
+            concept["coding"] = [
+                {"system": "https://smt.esante.gouv.fr/terminologie-cis", "code": cis}
+            ]
+    without_catalog = analyze_bundle(bundle)
+    assert not [f for f in without_catalog.findings if f.rule == "STOPP v3 K1"]
+    result = analyze_bundle(bundle, platform.store)
+    found = [f for f in result.findings if f.rule == "STOPP v3 K1"]
+    assert found, [f.rule for f in result.findings]
+    drug = found[0].evidence["drugs"][0]
+    assert drug["cis"] == cis and drug["atc"] == catalog_atc
+    assert drug["atc_source"].startswith("catalog")
+    assert not any("code ATC" in " ".join(n.missing) for n in result.not_evaluated)

@@ -13,7 +13,7 @@ from typing import Any
 
 from appliance.plugin import ServicePlugin
 from appliance.store import Store
-from services.analysis.api import AnalysisController, CdsHooksController
+from services.analysis.api import AnalysisController, CdsHooksController, catalog_atc
 from services.analysis.cli import analyze_command
 from services.analysis.fhir import BundleError, parse
 from services.analysis.logic import analyze, find_redundancies
@@ -50,6 +50,7 @@ def analyze_bundle(
         source=source,
         knowledge=knowledge,
         specialities=specialities,
+        atc_for_cis=catalog_atc(store) if store is not None else None,
     )
 
 

@@ -6,6 +6,7 @@ findings from the request's draft orders and prefetched resources and answers ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from services.medications import (
     current_thesaurus,
     interactions_for_specialities,
     knowledge_editions,
+    products,
 )
 
 OBJECT_TYPE = "analysis"
@@ -44,6 +46,19 @@ class AnalysisResponse(AnalysisResult, frozen=True, kw_only=True):
     recorded_by: str
 
 
+def catalog_atc(store: Store) -> Callable[[list[str]], dict[str, tuple[str, str | None]]]:
+    """CIS → (ATC code, its provenance) from the medication catalog of ``store``."""
+
+    def lookup(cis_list: list[str]) -> dict[str, tuple[str, str | None]]:
+        return {
+            cis: (product.atc, product.atc_source)
+            for cis, product in products(store, cis_list).items()
+            if product.atc
+        }
+
+    return lookup
+
+
 def _run(store: Store, bundle: dict[str, Any], source: str | None) -> AnalysisResult:
     try:
         record = parse(bundle, today=datetime.now(UTC).date())
@@ -55,6 +70,7 @@ def _run(store: Store, bundle: dict[str, Any], source: str | None) -> AnalysisRe
         source=source,
         knowledge=knowledge_editions(store),
         specialities=lambda cis: interactions_for_specialities(store, cis),
+        atc_for_cis=catalog_atc(store),
     )
 
 

@@ -15,6 +15,7 @@ import click
 import msgspec
 
 from appliance.commands import EXIT_FAILURE, EXIT_USAGE, fail, platform_session
+from services.analysis.api import catalog_atc
 from services.analysis.fhir import BundleError, parse
 from services.analysis.logic import analyze
 from services.medications import (
@@ -57,6 +58,7 @@ def analyze_command(paths: tuple[str, ...]) -> None:
         store = platform.store
         thesaurus = current_thesaurus(store)
         knowledge = knowledge_editions(store)
+        atc_for_cis = catalog_atc(store)
         for path in paths:
             try:
                 raw = _read(path)
@@ -74,5 +76,6 @@ def analyze_command(paths: tuple[str, ...]) -> None:
                 source=path,
                 knowledge=knowledge,
                 specialities=lambda cis: interactions_for_specialities(store, cis),
+                atc_for_cis=atc_for_cis,
             )
             click.echo(msgspec.json.encode(result).decode())

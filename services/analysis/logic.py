@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
+import msgspec
+
 from services.analysis.models import (
     AnalysisResult,
     BpmEligibility,
@@ -136,6 +138,8 @@ def _lab_evidence(lab: Lab) -> dict[str, Any]:
 
 def _drug_evidence(drug: Drug) -> dict[str, Any]:
     found: dict[str, Any] = {"label": drug.label, "atc": drug.atc}
+    if drug.atc_source:
+        found["atc_source"] = drug.atc_source
     if drug.cis:
         found["cis"] = drug.cis
     if drug.start:
@@ -1025,6 +1029,33 @@ def find_stopp_start(
 
 
 # ------------------------------------------------------------------ the whole analysis
+def _drug_order(d: Drug) -> tuple[Any, ...]:
+    return (d.atc or "", d.label, d.cis or "", d.start or date.min, d.daily_dose_mg or 0)
+
+
+def _with_catalog_atc(
+    drugs: tuple[Drug, ...],
+    lookup: Callable[[list[str]], Mapping[str, tuple[str, str | None]]] | None,
+) -> tuple[Drug, ...]:
+    """The drugs, those known only by CIS given the catalog's ATC code when it has one."""
+    wanted = sorted({d.cis for d in drugs if d.cis and not d.atc})
+    if lookup is None or not wanted:
+        return drugs
+    found = lookup(wanted)
+    if not found:
+        return drugs
+    return tuple(
+        msgspec.structs.replace(
+            d,
+            atc=found[d.cis][0],
+            atc_source="catalog" + (f" ({found[d.cis][1]})" if found[d.cis][1] else ""),
+        )
+        if d.cis and not d.atc and d.cis in found
+        else d
+        for d in drugs
+    )
+
+
 def _sort_key(finding: Finding) -> tuple[Any, ...]:
     return (
         KIND_RANK[finding.kind],
@@ -1043,19 +1074,19 @@ def analyze(
     source: str | None = None,
     knowledge: Mapping[str, str | None] | None = None,
     specialities: Callable[[list[str]], list[Any]] | None = None,
+    atc_for_cis: Callable[[list[str]], Mapping[str, tuple[str, str | None]]] | None = None,
 ) -> AnalysisResult:
-    """All findings for one patient record (the engine; pure and deterministic)."""
+    """All findings for one patient record (the engine; pure and deterministic).
+
+    ``atc_for_cis`` (the medication catalog, bound to a store) gives the ATC code and its
+    provenance of the drugs known only by CIS, so that the ATC-based rules (STOPP/START,
+    redundancy, renal dosing, anticholinergic burden) see them too. Interactions keep the
+    codes of the bundle: the drugs known by CIS are matched by ``specialities`` through
+    their BDPM substance codes, which is more precise than their ATC class.
+    """
     rules = rules or load_rules()
-    drugs = sorted(
-        record.drugs,
-        key=lambda d: (
-            d.atc or "",
-            d.label,
-            d.cis or "",
-            d.start or date.min,
-            d.daily_dose_mg or 0,
-        ),
-    )
+    coded = _with_catalog_atc(record.drugs, atc_for_cis)
+    drugs = sorted(coded, key=_drug_order)
     age = age_on(record.birth_date, record.as_of) if record.birth_date else None
     latest: dict[str, Lab] = {}
     for lab in sorted(record.labs, key=lambda x: (x.when or date.min, x.value)):
@@ -1067,9 +1098,10 @@ def analyze(
     not_evaluated: list[NotEvaluated] = [
         NotEvaluated(rule=what, missing=list(why)) for what, why in record.problems
     ]
-    findings += find_interactions(drugs, thesaurus)
+    as_given = drugs if coded is record.drugs else sorted(record.drugs, key=_drug_order)
+    findings += find_interactions(as_given, thesaurus)
     if specialities is not None:
-        found, missing = speciality_interactions(drugs, specialities)
+        found, missing = speciality_interactions(as_given, specialities)
         findings += found
         not_evaluated += missing
     findings += find_redundancies(drugs, rules)

@@ -24,6 +24,9 @@ class Drug(msgspec.Struct, frozen=True, kw_only=True):
     daily_dose_mg: float | None = None
     """Dose per day in mg, when the dose and the timing are both known."""
     start: date | None = None
+    atc_source: str | None = None
+    """Set when the ATC code did not come with the bundle: e.g. ``catalog`` (looked up by
+    CIS in the medication catalog, which records its own provenance)."""
 
 
 class Condition(msgspec.Struct, frozen=True, kw_only=True):
