@@ -193,7 +193,8 @@ def test_drugs_known_only_by_cis_get_their_atc_rules_through_the_catalog(
     assert imported.exit_code == 0, imported.output
     cis = "61200859"  # ALPRAZOLAM VIATRIS 0,50 mg
     catalog_atc = products(platform.store, [cis])[cis].atc
-    assert catalog_atc is not None and catalog_atc.startswith("N05BA")
+    assert catalog_atc is not None
+    assert catalog_atc.startswith("N05BA")
     bundle = _bundle("stopp-k1-benzo-falls")
     for entry in bundle["entry"]:
         concept = entry["resource"].get("medicationCodeableConcept")
@@ -207,6 +208,7 @@ def test_drugs_known_only_by_cis_get_their_atc_rules_through_the_catalog(
     found = [f for f in result.findings if f.rule == "STOPP v3 K1"]
     assert found, [f.rule for f in result.findings]
     drug = found[0].evidence["drugs"][0]
-    assert drug["cis"] == cis and drug["atc"] == catalog_atc
+    assert drug["cis"] == cis
+    assert drug["atc"] == catalog_atc
     assert drug["atc_source"].startswith("catalog")
     assert not any("code ATC" in " ".join(n.missing) for n in result.not_evaluated)
