@@ -54,6 +54,28 @@ def analyze_bundle(
     )
 
 
+def load_analysis(store: Store, analysis_id: str) -> tuple[str | None, AnalysisResult] | None:
+    """A stored analysis: (patient reference, result), ``None`` when unknown (not audited:
+    the caller audits its access)."""
+    from services.analysis import store as _repository
+
+    item = _repository.get(store, analysis_id)
+    return None if item is None else (item.entity.patient_ref, item.entity.result)
+
+
+def stored_analyses(
+    store: Store, *, limit: int = 10_000
+) -> list[tuple[str, str | None, datetime, AnalysisResult]]:
+    """Stored analyses (id, patient reference, recorded at, result), for exports (not
+    audited: the caller audits)."""
+    from services.analysis import store as _repository
+
+    return [
+        (i.entity.id, i.entity.patient_ref, i.recorded_at, i.entity.result)
+        for i in _repository.TABLE.current(store.db, limit=limit)
+    ]
+
+
 PLUGIN = ServicePlugin(
     name="analysis",
     controllers=(AnalysisController, CdsHooksController),
@@ -69,5 +91,7 @@ __all__ = [
     "Finding",
     "analyze_bundle",
     "find_redundancies",
+    "load_analysis",
     "parse_bundle",
+    "stored_analyses",
 ]

@@ -26,6 +26,7 @@ from services.llm.models import (
     Draft,
     Finding,
     GenerateRequest,
+    GenerationRecord,
     Strategy,
     Task,
     Vote,
@@ -650,3 +651,16 @@ def _settle(
         if kind == "drug" and value not in have and value in drugs:
             kept_drugs.append(drugs[value])
     return Draft(texte=base.texte, points=kept_points, medicaments=kept_drugs)
+
+
+def stored_generation(store: Any, generation_id: str) -> GenerationRecord | None:
+    """A stored generation's traceability record (its draft, task, patient, validity), for
+    other services that print a validated draft (documents). Not audited: the caller audits.
+
+    ``store`` is the domain ``appliance.store.Store``; the one read of this otherwise pure
+    module, kept here because the package ``__init__`` is the plugin's composition.
+    """
+    from services.llm import store as repository
+
+    item = repository.get(store, generation_id)
+    return None if item is None else item.entity

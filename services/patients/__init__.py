@@ -17,6 +17,7 @@ from appliance.plugin import ServicePlugin
 from appliance.store import Store
 from services.patients import store as _repository
 from services.patients.api import PatientController, PseudonymController
+from services.patients.bpm import BpmCycle
 from services.patients.bpm_api import BpmController
 from services.patients.eligibility import (
     Eligibility,
@@ -180,6 +181,30 @@ def bpm_enrolled(store: Store, patient_id: str) -> bool:
     )
 
 
+def bpm_cycle(store: Store, crypto: PatientCrypto, cycle_id: str) -> BpmCycle | None:
+    """A BPM cycle with its step notes unsealed (not audited: the caller audits)."""
+    from services.patients.bpm import unseal_cycle
+
+    item = _repository.get_cycle(store, cycle_id)
+    return None if item is None else unseal_cycle(item.entity, crypto.cipher)
+
+
+def bpm_cycles(store: Store, patient_id: str | None = None) -> list[tuple[str, BpmCycle]]:
+    """BPM cycles (id, cycle) of one patient or of every patient, step notes left sealed
+    out (``notes`` is ``None``): for status exports. Not audited: the caller audits."""
+    if patient_id is not None:
+        items = _repository.cycles_of(store, patient_id)
+    else:
+        ids = [
+            str(row[0])
+            for row in store.db.execute(
+                "SELECT cycle_id FROM bpm_cycle_index ORDER BY patient_id, year, cycle_id"
+            ).fetchall()
+        ]
+        items = [i for i in (_repository.get_cycle(store, c) for c in ids) if i is not None]
+    return [(item.entity_id, item.entity.cycle) for item in items]
+
+
 PLUGIN = ServicePlugin(
     name="patients",
     controllers=(PatientController, PseudonymController, BpmController),
@@ -188,11 +213,14 @@ PLUGIN = ServicePlugin(
 
 __all__ = [
     "PLUGIN",
+    "BpmCycle",
     "Eligibility",
     "EligibilityRule",
     "PatientCrypto",
     "PatientRejected",
     "SubstancePeriod",
+    "bpm_cycle",
+    "bpm_cycles",
     "bpm_eligibility",
     "bpm_enrolled",
     "dispensing_entries",
