@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "HYGIE_"
 PROD_CONFIG_FILE = Path("/etc/hygie/hygie.toml")
@@ -141,6 +141,33 @@ class Settings(BaseModel):
     llm_remote_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
     llm_remote_model: str = "remote"
     llm_remote_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    # Pharmacy identity printed on documents, and the document signer (services/documents).
+    pharmacy_name: str = Field(default="Pharmacie", min_length=1, max_length=120, pattern=r"\S")
+    pharmacy_address: str = Field(default="", max_length=400)
+    """Postal address; lines separated by ``|`` (or a newline in the TOML file)."""
+    pharmacy_phone: str | None = Field(default=None, pattern=r"^\+?[0-9 .()-]{6,24}$")
+    pharmacy_finess: str | None = Field(default=None, pattern=r"^(?:[0-9]{2}|2A|2B)[0-9]{7}$")
+    """FINESS number of the pharmacy (9 characters; 2A/2B for Corsica)."""
+    pharmacy_logo: Path | None = None
+    """PNG or JPEG printed in the documents' header."""
+    documents_pkcs11_module: Path | None = None
+    """PKCS#11 module of the ANS Cryptolib CPS: set, documents are signed with the CPS card."""
+    documents_pkcs11_token_label: str | None = Field(default=None, min_length=1, max_length=32)
+    documents_pkcs11_key_label: str | None = Field(default=None, min_length=1, max_length=64)
+    documents_pkcs11_cert_label: str | None = Field(default=None, min_length=1, max_length=64)
+    documents_signing_pkcs12: Path | None = None
+    """PKCS#12 signing key and certificate (passphrase: secret documents-signing-passphrase),
+    used when no PKCS#11 module is set."""
+    documents_trust_roots: Path | None = None
+    """PEM trust roots for signature verification (the IGC-Santé roots in production)."""
+
+    @field_validator("pharmacy_logo")
+    @classmethod
+    def _logo_is_an_image(cls, value: Path | None) -> Path | None:
+        if value is not None and value.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise ValueError("the logo must be a .png, .jpg or .jpeg file")
+        return value
 
     @property
     def runs_embedded_worker(self) -> bool:
