@@ -7,9 +7,10 @@ from appliance.security.revocation import SECURITY_MIGRATIONS
 from appliance.store import Migration
 from appliance.tasks import PLATFORM_MIGRATIONS
 from services.analysis import PLUGIN as ANALYSIS
+from services.document_import import PLUGIN as DOCUMENT_IMPORT
 from services.fhir import PLUGIN as FHIR
 from services.identity import PLUGINS as IDENTITY
-from services.llm import CLI_PLUGIN as LLM
+from services.llm import PLUGIN as LLM
 from services.medications import PLUGINS as MEDICATIONS
 from services.patients import PLUGIN as PATIENTS
 from services.prescriptions import PLUGIN as PRESCRIPTIONS
@@ -21,6 +22,7 @@ INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (
     *MEDICATIONS,
     PATIENTS,
     PRESCRIPTIONS,
+    DOCUMENT_IMPORT,
     FHIR,
     ANALYSIS,
     LLM,

@@ -1,9 +1,12 @@
-"""LLM drafting end to end: the real SmolLM2 model on CPU behind ``POST /api/v1/llm/generate``,
-the stored traceability record, the audit entry (ids only), SSE streaming, problem details."""
+"""LLM drafting end to end: ``POST /api/v1/llm/generate`` queues a job (202), the worker's
+task runs it with the real SmolLM2 model on CPU, the job is polled and streamed (SSE); the
+stored traceability record, the audit entries (ids only), model management, problems."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -12,10 +15,16 @@ from litestar.testing import TestClient
 
 from appliance.app import create_app
 from appliance.config import Settings
+from appliance.dependencies import RequestContext
+from appliance.platform import Platform
 from appliance.registry import INSTALLED_SERVICES
-from appliance.tasks import record_heartbeat
-from services.llm import API_PLUGIN
+from appliance.tasks import create_huey, record_heartbeat
+from models.registry import embedded_model_path
+from services.llm import store as repository
+from services.llm.api import new_job
+from services.llm.models import GenerateRequest
 from services.llm.runtime import LlmRuntime
+from services.llm.tasks import catalog_runtime, register_tasks, run_job
 
 BODY: dict[str, Any] = {
     "task": "patient_advice",
@@ -45,7 +54,7 @@ BODY: dict[str, Any] = {
 def llm_client(settings: Settings) -> Iterator[TestClient]:  # type: ignore[type-arg]
     # one call per generation: the real model is slow on a shared CPU
     settings = settings.model_copy(update={"llm_retries": 0})
-    app = create_app(settings, plugins=(*INSTALLED_SERVICES, API_PLUGIN))
+    app = create_app(settings, plugins=INSTALLED_SERVICES)
     with TestClient(app=app) as test_client:
         record_heartbeat(app.state.platform.store, "test-worker")
         yield test_client
@@ -54,13 +63,36 @@ def llm_client(settings: Settings) -> Iterator[TestClient]:  # type: ignore[type
             runtime.close()
 
 
-def test_generate_with_the_real_smollm2_is_traced_and_audited(
+def _work(client: TestClient) -> int:  # type: ignore[type-arg]
+    """What ``hygie worker`` does: take each queued message from the real queue file and
+    run it, with a worker-side huey and runtime of its own (not the API's)."""
+    platform = client.app.state.platform
+    huey = create_huey(platform.settings)
+    register_tasks(huey, platform)
+    done = 0
+    while (message := huey.dequeue()) is not None:
+        huey.execute(message)
+        done += 1
+    return done
+
+
+def test_generate_queues_a_job_the_worker_runs_with_the_real_smollm2(
     llm_client: TestClient,  # type: ignore[type-arg]
     auth: dict[str, str],
 ) -> None:
     response = llm_client.post("/api/v1/llm/generate", json=BODY, headers=auth)
-    assert response.status_code == 200, response.text
-    body = response.json()
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "queued"
+    assert job["generation"] is None
+    assert response.headers["location"] == f"/api/v1/llm/jobs/{job['id']}"
+    polled = llm_client.get(f"/api/v1/llm/jobs/{job['id']}", headers=auth).json()
+    assert polled["status"] == "queued"  # nothing ran inside the request
+    assert _work(llm_client) == 1
+    assert _work(llm_client) == 0
+    finished = llm_client.get(f"/api/v1/llm/jobs/{job['id']}", headers=auth).json()
+    assert finished["status"] == "done", finished
+    body = finished["generation"]
     assert body["models"] == ["SmolLM2-135M-Instruct"]
     assert body["strategy"] == "single"
     assert body["template_version"] == "patient_advice.v1"
@@ -79,22 +111,114 @@ def test_generate_with_the_real_smollm2_is_traced_and_audited(
     # recorded, never shown.
     assert [a["role"] for a in record["attempts"]] == ["single"]  # llm_retries = 0
     audit = llm_client.app.state.platform.audit
-    entries = [e for e in audit.entries() if e.object_type == "llm_generation"]
-    assert [e.object_id for e in entries] == [body["id"]]
-    assert "ramipril" not in msgspec.json.encode(entries).decode().lower()
+    generated = [e for e in audit.entries() if e.object_type == "llm_generation"]
+    assert [(e.action, e.object_id) for e in generated] == [
+        ("generate", body["id"]),
+        ("read", body["id"]),
+    ]
+    assert {e.actor for e in generated} == {"user-test"}  # the caller's, not the worker's
+    queued = [e.action for e in audit.entries() if e.object_type == "llm_job"]
+    assert queued == ["queue", "read", "read"]
+    assert "ramipril" not in msgspec.json.encode(audit.entries()).decode().lower()
+    # The events stream of a finished job ends at once with the job view.
+    with llm_client.stream("GET", f"/api/v1/llm/jobs/{job['id']}/events", headers=auth) as events:
+        assert events.status_code == 200
+        text = "".join(events.iter_text())
+    assert "data: done" in text
+    assert "event: done" in text
+    assert body["id"] in text
 
 
-def test_models_endpoint_and_streaming(llm_client: TestClient, auth: dict[str, str]) -> None:  # type: ignore[type-arg]
+def test_a_job_that_cannot_run_ends_failed_with_its_reason(
+    llm_client: TestClient,  # type: ignore[type-arg]
+    auth: dict[str, str],
+) -> None:
+    platform = llm_client.app.state.platform
+    ctx = RequestContext(actor="user-test", role="admin", client_addr="local", request_id="r1")
+    job = new_job(
+        ctx,
+        kind="generate",
+        generate=msgspec.convert({**BODY, "models": ["absent-model"]}, GenerateRequest),
+    )
+    repository.create_job(platform.store, job)
+    runtime = LlmRuntime(platform.settings)
+    ended = run_job(runtime, platform.store, platform.audit, job.id)
+    assert ended is not None
+    assert ended.status == "failed"
+    assert "absent-model" in (ended.error or "")
+    assert run_job(runtime, platform.store, platform.audit, job.id) is None  # taken once
+    view = llm_client.get(f"/api/v1/llm/jobs/{job.id}", headers=auth).json()
+    assert view["status"] == "failed"
+    missing = llm_client.get("/api/v1/llm/jobs/job-" + "0" * 32, headers=auth)
+    assert missing.status_code == 404
+
+
+def test_models_are_listed_registered_by_the_worker_and_removed(
+    llm_client: TestClient,  # type: ignore[type-arg]
+    auth: dict[str, str],
+    token_for: Any,
+) -> None:
     models = llm_client.get("/api/v1/llm/models", headers=auth).json()
     embedded = next(m for m in models if m["name"] == "SmolLM2-135M-Instruct")
     assert embedded["present"]
-    with llm_client.stream(
-        "POST", "/api/v1/llm/generate/stream", json={**BODY, "max_tokens": 12}, headers=auth
-    ) as response:
-        assert response.status_code == 200
-        text = "".join(response.iter_text())
-    assert "event: token" in text
-    assert text.rstrip().endswith("event: done\ndata:") or "event: done" in text
+    folder = llm_client.app.state.platform.settings.llm_models_path
+    folder.mkdir(parents=True, exist_ok=True)
+    # Registration hashes the bytes, it does not load them: a small file stands for weights.
+    weights = folder / "copied.gguf"
+    weights.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (folder / "escape.gguf").symlink_to(Path(embedded_model_path() or "/"))
+    reader = {"Authorization": f"Bearer {token_for('llm:read')}"}
+    denied = llm_client.post("/api/v1/llm/models", json={"path": "copied.gguf"}, headers=reader)
+    assert denied.status_code == 403
+    for path, status in (
+        ("../../etc/passwd", 400),
+        ("absent.gguf", 404),
+        (".", 400),
+        ("escape.gguf", 400),  # a link out of the folder
+    ):
+        refused = llm_client.post("/api/v1/llm/models", json={"path": path}, headers=auth)
+        assert refused.status_code == status, (path, refused.text)
+    queued = llm_client.post(
+        "/api/v1/llm/models",
+        json={"path": "copied.gguf", "name": "copie", "sha256": digest},
+        headers=auth,
+    )
+    assert queued.status_code == 202, queued.text
+    assert _work(llm_client) == 1
+    done = llm_client.get(f"/api/v1/llm/jobs/{queued.json()['id']}", headers=auth).json()
+    assert done["status"] == "done", done
+    assert done["model"]["name"] == "copie"
+    assert done["model"]["sha256"] == digest
+    wrong = llm_client.post(
+        "/api/v1/llm/models",
+        json={"path": "copied.gguf", "name": "faux", "sha256": "0" * 64},
+        headers=auth,
+    )
+    assert _work(llm_client) == 1
+    failed = llm_client.get(f"/api/v1/llm/jobs/{wrong.json()['id']}", headers=auth).json()
+    assert failed["status"] == "failed"
+    assert "checksum mismatch" in failed["error"]
+    assert llm_client.delete("/api/v1/llm/models/copie", headers=auth).status_code == 204
+    assert llm_client.delete("/api/v1/llm/models/copie", headers=auth).status_code == 404
+    embedded_gone = llm_client.delete("/api/v1/llm/models/SmolLM2-135M-Instruct", headers=auth)
+    assert embedded_gone.status_code == 404
+
+
+def test_grounding_accepts_catalog_drugs_only(platform: Platform) -> None:
+    from click.testing import CliRunner
+
+    from appliance.cli import main
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "bdpm-mini"
+    result = CliRunner().invoke(main, ["catalog", "import", str(fixture)])
+    assert result.exit_code == 0, result.output
+    runtime = catalog_runtime(platform)
+    assert runtime.catalog is not None
+    assert runtime.catalog("paracetamol")
+    assert runtime.catalog("doliprane")
+    assert not runtime.catalog("inventolol")
+    assert not runtime.catalog("")
 
 
 @pytest.mark.parametrize(

@@ -157,3 +157,56 @@ class ModelView(msgspec.Struct, frozen=True, kw_only=True):
     intended_use: str
     present: bool
     loaded: bool
+
+
+JobKind = Literal["generate", "register_model"]
+JobStatus = Literal["queued", "running", "done", "failed"]
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
+ModelName = Annotated[str, msgspec.Meta(pattern=MODEL_NAME_PATTERN)]
+
+
+class RegisterModelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Register weights already copied into the models folder (``hygie models add`` over
+    HTTP); the checksum is computed, and compared with ``sha256`` when given, by the worker."""
+
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+    """Relative to the models folder (``llm_models_path``); nothing outside it is read."""
+    name: ModelName | None = None
+    backend: Literal["llama_cpp", "transformers"] | None = None
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
+    context_length: Annotated[int, msgspec.Meta(ge=128, le=1_048_576)] = 2048
+    licence: Annotated[str, msgspec.Meta(max_length=100)] = "unknown"
+    intended_use: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class LlmJob(msgspec.Struct, frozen=True, kw_only=True):
+    """Work the HTTP API hands to the worker, so that no model runs inside a request.
+
+    Versioned: queued → running → done or failed, each step a new version. The request
+    context (actor, role, address, request id) is kept to audit the work as the caller's.
+    """
+
+    id: str
+    kind: JobKind
+    status: JobStatus
+    generate: GenerateRequest | None = None
+    register: RegisterModelRequest | None = None
+    generation_id: str | None = None
+    model_name: str | None = None
+    error: str | None = None
+    actor: str
+    role: str
+    client_addr: str
+    request_id: str
+    created_at: datetime
+
+
+class JobView(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``GET /api/v1/llm/jobs/{id}`` answers: the state, then the result."""
+
+    id: str
+    kind: JobKind
+    status: JobStatus
+    generation: GenerateResponse | None = None
+    model: ModelView | None = None
+    error: str | None = None

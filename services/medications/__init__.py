@@ -15,6 +15,7 @@ from appliance.store import Store
 from services.medications import store as _repository
 from services.medications.api import MedicationController
 from services.medications.cli import catalog, interactions
+from services.medications.logic import fold
 from services.medications.models import CatalogProduct, InteractionView, MedicationView
 from services.medications.store import MIGRATIONS
 from services.medications.thesaurus import Thesaurus
@@ -37,6 +38,20 @@ def lookup(store: Store, code: str) -> MedicationView | None:
 def lookup_cis(store: Store, code: str) -> str | None:
     """The CIS of a CIS, CIP7, CIP13, GTIN or DataMatrix scan present in the catalog."""
     return _repository.lookup_cis(store, code)
+
+
+def names_a_drug(store: Store, name: str) -> bool:
+    """Whether the catalog in force knows this word or name as a substance or a brand.
+
+    Grounding for generated text (issue 7): a drug an LLM names must exist in its input or
+    here. Every word of the folded name must be a catalog word (``amlodipine``,
+    ``doliprane``, ``acide acetylsalicylique``); an empty catalog knows no drug.
+    """
+    words = [w for w in fold(name).split(" ") if w]
+    known = _repository.drug_words(store)
+    return bool(words) and all(w in known or len(w) < 4 for w in words) and any(
+        w in known for w in words
+    )
 
 
 def medications(store: Store, cis_list: Sequence[str]) -> list[MedicationView]:
@@ -141,6 +156,7 @@ __all__ = [
     "lookup",
     "lookup_cis",
     "medications",
+    "names_a_drug",
     "products",
     "search_catalog",
 ]

@@ -491,6 +491,33 @@ def products(store: Store, cis_list: Sequence[str]) -> dict[str, CatalogProduct]
     return found
 
 
+_DRUG_WORDS: dict[tuple[str, str | None], frozenset[str]] = {}
+
+
+def drug_words(store: Store) -> frozenset[str]:
+    """Folded words that name a drug in the catalog in force (cached per edition).
+
+    Every word of four letters or more of a substance name (``BÉSILATE D'AMLODIPINE``
+    gives ``BESILATE`` and ``AMLODIPINE``), and the first word of each speciality name
+    (the brand: ``DOLIPRANE``). A word outside this set is not a drug this catalog knows.
+    """
+    key = (str(store.path), catalog_edition(store))
+    found = _DRUG_WORDS.get(key)
+    if found is not None:
+        return found
+    words: set[str] = set()
+    for (name,) in store.db.execute("SELECT DISTINCT substance_name FROM med_components"):
+        words.update(w for w in fold(str(name)).split(" ") if len(w) >= 4)
+    for (name,) in store.db.execute("SELECT name_folded FROM med_specialities"):
+        first = str(name).split(" ", 1)[0]
+        if len(first) >= 4:
+            words.add(first)
+    found = frozenset(words)
+    _DRUG_WORDS.clear()
+    _DRUG_WORDS[key] = found
+    return found
+
+
 def lookup_cis(store: Store, code: str) -> str | None:
     """The CIS of a CIS, CIP7, CIP13, GTIN-14 or DataMatrix scan, if the catalog has it."""
     kind, value = classify_code(code)

@@ -28,6 +28,7 @@ from services.llm.models import GenerateRequest
 from services.llm.rpc import hygie_llm_pb2 as _pb2
 from services.llm.rpc import hygie_llm_pb2_grpc as _pb2_grpc
 from services.llm.runtime import LlmRuntime, NoModelError
+from services.llm.tasks import catalog_runtime
 
 pb2: Any = _pb2
 pb2_grpc: Any = _pb2_grpc
@@ -155,7 +156,7 @@ def start_for_settings(settings: Settings, *, host: str, port: int) -> Callable[
     own model cache beside the HTTP app's.
     """
     platform = open_platform(settings)
-    runtime = LlmRuntime(settings)
+    runtime = catalog_runtime(platform)
     server, bound = create_server(platform, runtime, host=host, port=port)
     server.start()
     print(f"hygie: gRPC (LLM) listening on {host}:{bound}", file=sys.stderr, flush=True)
