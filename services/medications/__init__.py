@@ -49,8 +49,10 @@ def names_a_drug(store: Store, name: str) -> bool:
     """
     words = [w for w in fold(name).split(" ") if w]
     known = _repository.drug_words(store)
-    return bool(words) and all(w in known or len(w) < 4 for w in words) and any(
-        w in known for w in words
+    return (
+        bool(words)
+        and all(w in known or len(w) < 4 for w in words)
+        and any(w in known for w in words)
     )
 
 
