@@ -24,7 +24,14 @@ from services.analysis.logic import (
     proportion_of_days_covered,
 )
 from services.analysis.models import Dispense
-from services.analysis.rules import load
+from services.analysis.rules import (
+    TABLE_BEGIN,
+    TABLE_END,
+    RuleError,
+    RuleSet,
+    load,
+    status_markdown,
+)
 from services.medications import current_thesaurus
 
 VIGNETTES = sorted((Path(__file__).parent / "fixtures" / "vignettes").glob("*.json"))
@@ -217,14 +224,85 @@ def test_entry_order_never_changes_the_result(bundle: dict[str, Any], seed: int)
     assert msgspec.json.encode(_run(bundle)) == msgspec.json.encode(_run(shuffled))
 
 
-def test_every_criterion_has_a_row_in_the_status_table() -> None:
-    table = (Path(__file__).parent.parent / "docs" / "stopp-start-v3.md").read_text()
+def test_the_status_table_in_the_docs_is_the_one_generated_from_the_data() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "stopp-start-v3.md").read_text()
+    begin, end = doc.index(TABLE_BEGIN), doc.index(TABLE_END) + len(TABLE_END)
+    assert doc[begin:end] == status_markdown(load()), (
+        "regenerate the table of docs/stopp-start-v3.md (command in that file)"
+    )
+    for crit in load().stopp_start.criterion:
+        assert f"| {crit.id} |" in doc
+
+
+def test_every_criterion_is_evaluable_or_says_why_not() -> None:
     rules = load()
-    ids = [c.id for c in rules.stopp_start.criterion] + [
-        n.id for n in rules.stopp_start.not_encoded
-    ]
-    for rule_id in ids:
-        assert f"| {rule_id} |" in table, rule_id
+    assert rules.stopp_start.criterion
+    for crit in rules.stopp_start.criterion:
+        assert crit.drugs or crit.conditions, crit.id
+        assert crit.kind == "stopp" or crit.start_atc, crit.id
+        assert crit.source, crit.id
+        assert crit.message, crit.id
+        assert crit.recommendation, crit.id
+        if crit.status == "partial":
+            assert crit.partial_reason, crit.id
+        # either the wording was read in a source, or the doubt says what is unverified
+        assert (crit.text and crit.text_source) or crit.doubt, crit.id
+    for item in rules.stopp_start.not_encoded:
+        assert item.reason, item.id
+        assert (item.text and item.text_source) or item.doubt or item.summary, item.id
+
+
+def test_criteria_not_evaluable_are_reported_with_their_reason() -> None:
+    rules = load()
+    result = _run(_case("stopp-k2-negative"))  # 80 years old, one drug
+    reported = {n.rule: n.missing for n in result.not_evaluated}
+    for item in rules.stopp_start.not_encoded:
+        assert reported.get(item.id) == [item.reason], item.id
+    young = _run(_case("neg-young-adult"))
+    assert not any(n.rule.startswith(("STOPP v3", "START v3")) for n in young.not_evaluated)
+
+
+def test_a_partial_criterion_without_its_reason_or_a_bad_twin_is_refused() -> None:
+    rules = load()
+    data = rules.stopp_start
+    partial = next(c for c in data.criterion if c.status == "partial")
+    broken = msgspec.structs.replace(partial, partial_reason="")
+    others = tuple(c for c in data.criterion if c.id != partial.id)
+    with pytest.raises(RuleError, match="partial"):
+        RuleSet(
+            msgspec.structs.replace(data, criterion=(*others, broken)),
+            rules.acb,
+            rules.renal,
+            rules.redundancy,
+            rules.adherence,
+        )
+    twin = msgspec.structs.replace(partial, same_finding_as="STOPP v3 Z99")
+    with pytest.raises(RuleError, match="same_finding_as"):
+        RuleSet(
+            msgspec.structs.replace(data, criterion=(*others, twin)),
+            rules.acb,
+            rules.renal,
+            rules.redundancy,
+            rules.adherence,
+        )
+
+
+def test_opioids_without_laxative_give_one_finding_citing_both_criteria() -> None:
+    result = _run(_case("start-h2-opioid-laxative"))
+    rules = [f.rule for f in result.findings]
+    assert "STOPP v3 L2" in rules
+    assert "START v3 H2" not in rules
+    stopp = next(f for f in result.findings if f.rule == "STOPP v3 L2")
+    assert [a["rule"] for a in stopp.evidence["also"]] == ["START v3 H2"]
+
+
+def test_rate_limiting_drug_with_heart_block_cites_the_condition() -> None:
+    result = _run(_case("stopp-b4-digoxin-heart-block"))
+    finding = next(f for f in result.findings if f.rule == "STOPP v3 B4")
+    assert finding.atc == ["C01AA05"]
+    assert [c["icd10"] for c in finding.evidence["conditions"]] == ["I442"]
+    assert finding.evidence["not_checked"]
+    assert "doubt" not in finding.evidence  # wording and number read in the article
 
 
 def _aspirin_with(partner: tuple[str, str], dose: float, per_day: int) -> Any:

@@ -1025,7 +1025,23 @@ def find_stopp_start(
     if drugs and (ctx.age is None or ctx.age >= 65):
         for item in rules.stopp_start.not_encoded:
             missing.append(NotEvaluated(rule=item.id, missing=[item.reason]))
-    return findings, missing
+    return _one_finding_per_situation(findings, rules), missing
+
+
+def _one_finding_per_situation(findings: list[Finding], rules: RuleSet) -> list[Finding]:
+    """Two criteria of the source that flag one situation (``same_finding_as``) give one
+    finding: the one named keeps its place and cites the other in ``evidence.also``."""
+    fired = {f.rule: f for f in findings}
+    kept: list[Finding] = []
+    for finding in findings:
+        twin = rules.same_finding_as.get(finding.rule)
+        if twin is not None and twin in fired:
+            fired[twin].evidence.setdefault("also", []).append(
+                {"rule": finding.rule, "criterion": finding.evidence.get("criterion")}
+            )
+            continue
+        kept.append(finding)
+    return kept
 
 
 # ------------------------------------------------------------------ the whole analysis
