@@ -17,8 +17,11 @@ TORCH_VERSION="2.13.0"
 APT_PACKAGES=(
     build-essential cmake pkg-config git swig
     libpcsclite-dev pcscd pcsc-tools
+    vsmartcard-vpcd  # virtual card reader for the dev/test Vitale and CPS (loopback: step_cards)
     tesseract-ocr tesseract-ocr-fra poppler-utils
+    fonts-comic-neue fonts-dkg-handwriting  # handwriting-like OCR eval scans
     chromium chromium-driver fonts-dejavu-core
+    nodejs  # npm ci of the counter UI's front-end packages (appliance/web)
     sqlite3
 )
 # Code folders of the project (pyproject.toml [tool.setuptools.packages.find]).
@@ -194,6 +197,47 @@ Remove $VENV and re-run: sudo $0 --prod (it builds the venv on the system Python
     printf '%s\n' "$want" >"$STAMP.tmp"
     mv -f "$STAMP.tmp" "$STAMP"
     log "pip: done (stamp written)"
+}
+
+# --------------------------------------------------------------------------- web
+# Front-end packages of the counter UI (htmx; axe-core for the accessibility tests) from
+# the npm registry, pinned by appliance/web/package-lock.json, into the git-ignored
+# appliance/web/node_modules. Nothing is built: the files are served as they are.
+WEB_DIR="$ROOT/appliance/web"
+step_web() {
+    local stamp="$WEB_DIR/node_modules/.hygie-stamp" want
+    want="$(sha256sum "$WEB_DIR/package-lock.json" | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        log "npm: skipped (appliance/web/node_modules matches package-lock.json)"
+        return
+    fi
+    if ! command -v npm >/dev/null 2>&1; then # Debian's nodejs comes without npm
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+    fi
+    log "npm: npm ci in appliance/web (htmx, axe-core)"
+    (cd "$WEB_DIR" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+    printf '%s\n' "$want" >"$stamp"
+}
+
+# ------------------------------------------------------------------------- cards
+# vsmartcard-vpcd (the virtual reader of the dev/test cards, loaded by pcscd) listens on TCP
+# 35963-35964 on every interface and cannot be told otherwise: a systemd drop-in confines
+# pcscd's IP traffic to loopback (pcscd itself needs no network).
+PCSCD_DROPIN="/etc/systemd/system/pcscd.service.d/hygie-loopback.conf"
+step_cards() {
+    local want
+    want=$'# Written by Hygie install.sh: vpcd (virtual card reader) on loopback only.\n[Service]\nIPAddressDeny=any\nIPAddressAllow=localhost'
+    if [[ -f "$PCSCD_DROPIN" && "$(cat "$PCSCD_DROPIN")" == "$want" ]]; then
+        log "cards: pcscd already confined to loopback ($PCSCD_DROPIN)"
+        return
+    fi
+    as_root mkdir -p "$(dirname "$PCSCD_DROPIN")"
+    printf '%s\n' "$want" | as_root tee "$PCSCD_DROPIN" >/dev/null
+    log "cards: pcscd confined to loopback ($PCSCD_DROPIN)"
+    if [[ -d /run/systemd/system ]]; then
+        as_root systemctl daemon-reload
+        as_root systemctl try-restart pcscd.service || true
+    fi
 }
 
 # --------------------------------------------------------------------------- dev
@@ -457,6 +501,8 @@ main() {
     log "Hygie install ($MODE) in $ROOT"
     step_apt
     step_venv
+    step_web
+    step_cards
     if [[ $MODE == dev ]]; then
         step_dev
     else

@@ -142,6 +142,45 @@ class Settings(BaseModel):
     llm_remote_model: str = "remote"
     llm_remote_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
+    # SESAM-Vitale teleservices and billing (services/sesam_vitale, services/billing).
+    sesam_adri_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    """ADRi rights teleservice; unset: rights checks are queued and the record unchecked."""
+    sesam_insi_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    """INSi identity teleservice; unset: identity checks are queued."""
+    sesam_transmission_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    """Direct teletransmission endpoint (the local simulator in demos; production lots
+    leave through the sync outbox)."""
+    sesam_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    billing_siren: str | None = Field(default=None, pattern=r"^[0-9]{9}$")
+    """SIREN of the pharmacy's company (names the FEC file)."""
+    billing_tariff_file: Path | None = None
+    """Site tariff (TOML, schema of services/sesam_vitale/data/pharmacist_acts.toml): the
+    official codes and amounts the shipped data could not confirm."""
+
+    # Prescription import (services/document_import).
+    import_folder: Path | None = None
+    """Watched folder: scans, PDFs, CSV exports and FHIR bundles dropped there become
+    drafts (FHIR through its service); unset: no folder is watched."""
+    import_folder_every_min: int = Field(default=1, ge=1, le=60)
+
+    # Card readers: Vitale and CPS through pcscd (drivers/cps_vitale, services/cards).
+    cards_reader: str | None = Field(default=None, max_length=200)
+    """Reader to read by default; unset: the first reader holding a card."""
+    cards_read_timeout_s: float = Field(default=10.0, ge=0, le=300)
+    """How long ``hygie cards read`` waits for a card by default."""
+    cards_exchange_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    """Longest a whole card dialogue may take once the card is in."""
+    cards_cps_login: bool = False
+    """Offer « Se connecter avec la carte CPS » on the login page (card + PIN)."""
+    cards_cps_aid: str = Field(default="E828BD080F8025000001FF0010", pattern=r"^([0-9A-F]{2}){5,16}$")
+    cards_cps_cert_fid: str = Field(default="D001", pattern=r"^[0-9A-F]{4}$")
+    """File id of the CPS authentication certificate (the virtual CPS's by default)."""
+    cards_cps_pin_reference: int = Field(default=0x81, ge=0, le=255)
+    cards_pkcs11_module: Path | None = None
+    """ANS Cryptolib CPS PKCS#11 module; set: CPS PIN and signature go through it."""
+    cards_vpcd_port: int = Field(default=35963, ge=1, le=65535)
+    """TCP port of the virtual reader (vsmartcard-vpcd) for ``hygie cards simulate``."""
+
     # Pharmacy identity printed on documents, and the document signer (services/documents).
     pharmacy_name: str = Field(default="Pharmacie", min_length=1, max_length=120, pattern=r"\S")
     pharmacy_address: str = Field(default="", max_length=400)
@@ -168,6 +207,20 @@ class Settings(BaseModel):
         if value is not None and value.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise ValueError("the logo must be a .png, .jpg or .jpeg file")
         return value
+
+    # Cloud sync (sync/) and backups (appliance/backup).
+    sync_url: str | None = Field(default=None, pattern=r"^https://[^\s?#]+$")
+    """Base URL of the cloud sync service (mutual TLS); sync is off while unset."""
+    sync_batch_size: int = Field(default=500, ge=1, le=5000)
+    sync_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    backup_dir: Path | None = None
+    """Where ``hygie backup create`` and the daily backup write; ``<data_dir>/backups``."""
+    backup_retention: int = Field(default=14, ge=1, le=3650)
+    """Scheduled backups kept (the oldest beyond this count are deleted)."""
+    backup_hour: int = Field(default=2, ge=0, le=23)
+    """Hour (pharmacy time zone) of the daily backup; it needs the secret ``backup.key``."""
+    documents_dir: Path | None = None
+    """Folder of generated and signed documents saved in backups; ``<data_dir>/documents``."""
 
     @property
     def runs_embedded_worker(self) -> bool:
@@ -204,6 +257,14 @@ class Settings(BaseModel):
     @property
     def llm_models_path(self) -> Path:
         return self.llm_models_dir or self.data_path / "models"
+
+    @property
+    def backup_path(self) -> Path:
+        return self.backup_dir or self.data_path / "backups"
+
+    @property
+    def documents_path(self) -> Path:
+        return self.documents_dir or self.data_path / "documents"
 
     @property
     def domain_db_path(self) -> Path:

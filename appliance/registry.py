@@ -8,6 +8,7 @@ from appliance.store import Migration
 from appliance.tasks import PLATFORM_MIGRATIONS
 from services.analysis import PLUGIN as ANALYSIS
 from services.document_import import PLUGIN as DOCUMENT_IMPORT
+from services.documents import PLUGIN as DOCUMENTS
 from services.fhir import PLUGIN as FHIR
 from services.identity import PLUGINS as IDENTITY
 from services.llm import PLUGIN as LLM
@@ -15,6 +16,7 @@ from services.medications import PLUGINS as MEDICATIONS
 from services.patients import PLUGIN as PATIENTS
 from services.prescriptions import PLUGIN as PRESCRIPTIONS
 from services.workstations import PLUGIN as WORKSTATIONS
+from sync import PLUGIN as SYNC
 
 INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (
     *IDENTITY,
@@ -26,6 +28,8 @@ INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (
     FHIR,
     ANALYSIS,
     LLM,
+    DOCUMENTS,
+    SYNC,
 )
 
 

@@ -10,6 +10,7 @@ from datetime import date
 from appliance.plugin import ServicePlugin
 from appliance.store import Store
 from services.prescriptions import store as _repository
+from services.prescriptions.cli import prescriptions as _cli
 from services.prescriptions.api import (
     ActiveLine,
     EligibilityController,
@@ -55,6 +56,7 @@ PLUGIN = ServicePlugin(
         EligibilityController,
     ),
     migrations=MIGRATIONS,
+    cli=_cli,
 )
 
 __all__ = [
