@@ -48,6 +48,33 @@ def test_post_analysis_is_stored_audited_and_readable(
     assert ("read", "analysis", body["id"], "care") in events
 
 
+def test_a_stored_analysis_is_enqueued_pseudonymised_for_replication(
+    client: Any, auth: dict[str, str], platform: Platform
+) -> None:
+    from appliance.outbox import stream_entries
+    from services.patients import patient_crypto
+
+    bundle = _bundle("dose-doac-rivaroxaban")
+    created = client.post("/api/v1/analyses", json=bundle, headers=auth)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    entries = [
+        e for e in stream_entries(platform.store.db, "analyses") if e.kind == "analysis.result"
+    ]
+    assert len(entries) == 1
+    payload = entries[0].payload
+    assert payload["analysis_id"] == body["id"]
+    assert payload["result"]["findings"] == body["findings"]
+    assert payload["result"]["source"] is None
+    expected = patient_crypto(platform.settings).pseudonyms.pseudonym("vignette")
+    assert payload["patient"] == expected
+    assert payload["patient"].startswith("psn-")
+    assert "vignette" not in json.dumps(payload)  # the bundle's patient id never leaves
+    again = client.post("/api/v1/analyses", json=bundle, headers=auth).json()
+    entries = stream_entries(platform.store.db, "analyses")
+    assert [e.payload["analysis_id"] for e in entries] == [body["id"], again["id"]]
+
+
 def test_bad_bundles_are_problems_not_500(client: Any, auth: dict[str, str]) -> None:
     answer = client.post("/api/v1/analyses", json={"resourceType": "Patient"}, headers=auth)
     assert answer.status_code == 400

@@ -12,12 +12,16 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
 
 from appliance.audit import AuditLog
 from appliance.audit.models import validate_event
 from appliance.dependencies import RequestContext
+from appliance.fieldcrypto import FieldCryptoError
+from appliance.keys import SecretError
+from appliance.platform import Platform
 from appliance.problems import Problem
 from appliance.security import requires
 from appliance.store import Store
@@ -31,8 +35,10 @@ from services.medications import (
     knowledge_editions,
     products,
 )
+from services.patients import patient_crypto
 
 OBJECT_TYPE = "analysis"
+CRYPTO_STATE_KEY = "analysis_patient_crypto"
 SCOPE = "analysis:run"
 IdParam = Annotated[str, Parameter(pattern=r"^an-[0-9a-f]{16}$(?!\n)", max_length=19)]
 CDS_SERVICE_ID = "hygie-medication-review"
@@ -82,6 +88,8 @@ class AnalysisController(Controller):
     def create_analysis(
         self,
         data: JSONBody[dict[str, Any]],
+        state: State,
+        platform: NamedDependency[Platform],
         store: NamedDependency[Store],
         audit: NamedDependency[AuditLog],
         ctx: NamedDependency[RequestContext],
@@ -89,8 +97,11 @@ class AnalysisController(Controller):
         """Analyse a FHIR R4 Bundle (type collection); the result is stored and audited."""
         result = _run(store, data, None)
         patient_ref = _patient_ref(data)
+        pseudonym = _pseudonym(state, platform, patient_ref) if patient_ref else None
         validate_event(ctx.audit_event("create", OBJECT_TYPE, "an-0", purpose="care"))
-        saved = repository.save(store, result, patient_ref=patient_ref, actor=ctx.actor)
+        saved, _seq = repository.save(
+            store, result, patient_ref=patient_ref, pseudonym=pseudonym, actor=ctx.actor
+        )
         audit.record(ctx.audit_event("create", OBJECT_TYPE, saved.entity.id, purpose="care"))
         return _response(saved.entity.id, saved.recorded_at, saved.recorded_by, result)
 
@@ -113,6 +124,23 @@ class AnalysisController(Controller):
             raise Problem(404, "not-found", f"no analysis '{analysis_id}'")
         audit.record(ctx.audit_event("read", OBJECT_TYPE, analysis_id, purpose="care"))
         return _response(item.entity.id, item.recorded_at, item.recorded_by, item.entity.result)
+
+
+def _pseudonym(state: State, platform: Platform, patient_ref: str) -> str:
+    """The patients service's pseudonym of this patient id (its field keys, read once)."""
+    crypto = state.get(CRYPTO_STATE_KEY)
+    if crypto is None:
+        try:
+            crypto = patient_crypto(platform.settings)
+        except (SecretError, FieldCryptoError) as exc:
+            raise Problem(
+                503,
+                "pseudonymisation-unavailable",
+                "la clé de pseudonymisation des patients est indisponible : l'analyse n'a pas "
+                "été enregistrée",
+            ) from exc
+        state[CRYPTO_STATE_KEY] = crypto
+    return str(crypto.pseudonyms.pseudonym(patient_ref))
 
 
 def _patient_ref(bundle: dict[str, Any]) -> str | None:
