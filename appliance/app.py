@@ -38,6 +38,7 @@ from appliance.registry import INSTALLED_SERVICES, domain_migrations
 from appliance.security.ratelimit import RateLimitMiddleware
 from appliance.store import StoreError
 from appliance.tls import TLSController
+from appliance.web import web_router
 
 PUBLIC_PATHS = ["^/health/", "^/metrics", "^/schema"]
 _log = get_logger("hygie.app")
@@ -91,6 +92,7 @@ def create_app(
     for plugin in plugins:
         controllers.extend(plugin.controllers)
     document_problems(controllers)
+    controllers.append(web_router())  # the counter UI (/ui): HTML, outside the API schema
     middleware: list[Any] = [RequestIdMiddleware()]
     tracing = opentelemetry_config(settings)
     if tracing is not None:

@@ -43,8 +43,10 @@ INTENTIONALLY_PUBLIC = frozenset(
         ("GET", "/tls/ca.crt"),
     }
 )
-OUTSIDE_SCHEMA = frozenset({"/metrics", "/schema"})
-"""Path prefixes deliberately left out of the OpenAPI schema (public by PUBLIC_PATHS)."""
+OUTSIDE_SCHEMA = frozenset({"/metrics", "/schema", "/ui"})
+"""Path prefixes deliberately left out of the OpenAPI schema (public by PUBLIC_PATHS; ``/ui``:
+the HTML pages of the counter UI, guarded by the same scopes through its session cookie and
+checked by tests/test_web_routes.py)."""
 
 PARAM_CANDIDATES = ("u-0000000000000000", "x1", "00000001", "3400930000001", "1", "x")
 SUBJECT = "u-0000000000000000"
