@@ -172,7 +172,9 @@ class Settings(BaseModel):
     """Longest a whole card dialogue may take once the card is in."""
     cards_cps_login: bool = False
     """Offer « Se connecter avec la carte CPS » on the login page (card + PIN)."""
-    cards_cps_aid: str = Field(default="E828BD080F8025000001FF0010", pattern=r"^([0-9A-F]{2}){5,16}$")
+    cards_cps_aid: str = Field(
+        default="E828BD080F8025000001FF0010", pattern=r"^([0-9A-F]{2}){5,16}$"
+    )
     cards_cps_cert_fid: str = Field(default="D001", pattern=r"^[0-9A-F]{4}$")
     """File id of the CPS authentication certificate (the virtual CPS's by default)."""
     cards_cps_pin_reference: int = Field(default=0x81, ge=0, le=255)
