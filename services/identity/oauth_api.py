@@ -28,7 +28,7 @@ from appliance.security.ratelimit import AUTH_CATEGORY, RATE_LIMIT_OPT
 from services.identity import store as repo
 from services.identity.accounts import Accounts, Actor, LoginResult
 from services.identity.api import IDENTITY_DEPENDENCIES
-from services.identity.cards import card_authenticator
+from services.identity.cards import CardLoginError, PinCardAuthenticator, card_authenticator
 from services.identity.federation import Federation, FederationError
 from services.identity.oauth import (
     AuthorizationServer,
@@ -348,7 +348,23 @@ class OAuthController(Controller):
                     error=MESSAGES["cps_unavailable"],
                     cookies=cookies,
                 )
-            rpps = authenticator.authenticate(device_hash)
+            rpps: str | None
+            try:
+                if data.pin and isinstance(authenticator, PinCardAuthenticator):
+                    rpps = authenticator.authenticate_pin(device_hash, data.pin)
+                else:
+                    rpps = authenticator.authenticate(device_hash)
+            except CardLoginError as exc:
+                return _login_page(
+                    server,
+                    accounts,
+                    request_id,
+                    auth_request,
+                    device_hash,
+                    status=403,
+                    error=exc.message,
+                    cookies=cookies,
+                )
             user = repo.find_user(accounts.store.db, rpps=rpps) if rpps else None
             if user is None:
                 return _login_page(

@@ -1,0 +1,182 @@
+"""HTTP API of the card readers: list them, read the card in one, poll card events.
+
+Reading a Vitale card is access to patient data: each beneficiary read is audited (the
+matching patient record's id, never a name or a NIR). Card failures are 409 problems whose
+``detail`` is the French message for the counter and ``card_error`` the stable code.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import Parameter
+
+from appliance.audit import AuditLog
+from appliance.dependencies import RequestContext
+from appliance.fieldcrypto import FieldCryptoError
+from appliance.keys import SecretError
+from appliance.platform import Platform
+from appliance.problems import Problem
+from appliance.security import requires
+from drivers.cps_vitale import CardError, CpsCard, VitaleCard, list_readers
+from services.cards import logic
+from services.cards.models import (
+    BeneficiaryView,
+    CardEventsView,
+    CardEventView,
+    CpsView,
+    HolderView,
+    ReadersView,
+    ReaderView,
+    ReadRequest,
+    VitaleView,
+)
+from services.identity.cards import register_card_authenticator
+from services.patients import PatientCrypto, find_patient, patient_crypto
+
+CRYPTO_STATE_KEY = "cards_patients_crypto"
+
+
+def card_problem(error: CardError) -> Problem:
+    return Problem(409, f"card-{error.code}", error.message, extra={"card_error": error.code})
+
+
+def _crypto(state: State, platform: Platform) -> PatientCrypto | None:
+    cached = state.get(CRYPTO_STATE_KEY)
+    if isinstance(cached, PatientCrypto):
+        return cached
+    try:
+        crypto = patient_crypto(platform.settings)
+    except SecretError:
+        return None
+    state[CRYPTO_STATE_KEY] = crypto
+    return crypto
+
+
+def _vitale_view(
+    card: VitaleCard, platform: Platform, state: State, audit: AuditLog, ctx: RequestContext
+) -> VitaleView:
+    crypto = _crypto(state, platform)
+    people = []
+    with audit.store.write():
+        for beneficiary in card.beneficiaries:
+            patient_id = None
+            if crypto is not None:
+                try:
+                    patient_id = find_patient(platform.store, crypto, nir=beneficiary.nir)
+                except FieldCryptoError:
+                    patient_id = None
+            audit.record(
+                ctx.audit_event(
+                    "vitale.read",
+                    "patient",
+                    patient_id or "",
+                    purpose="care",
+                    outcome="success" if patient_id else "no_match",
+                )
+            )
+            people.append(
+                BeneficiaryView(
+                    **beneficiary.as_json(),
+                    patient_id=patient_id,
+                    form=logic.patient_form(beneficiary),
+                )
+            )
+    return VitaleView(
+        reader=card.reader,
+        atr=card.atr,
+        protocol=card.protocol,
+        beneficiaries=people,
+        apdus=card.apdus,
+        ms=card.ms,
+    )
+
+
+def _cps_view(card: CpsCard) -> CpsView:
+    return CpsView(
+        reader=card.reader,
+        atr=card.atr,
+        protocol=card.protocol,
+        holder=HolderView(**card.holder.as_json()),  # type: ignore[arg-type]
+        certificate_sha256=card.certificate_sha256,
+        not_after=card.not_after,
+        pin_tries_left=card.pin_tries_left,
+        apdus=card.apdus,
+        ms=card.ms,
+    )
+
+
+class CardsController(Controller):
+    path = "/api/v1/cards"
+    tags = ["cards"]
+
+    def __init__(self, owner: Any) -> None:
+        super().__init__(owner)
+        # The login page offers the CPS card when this app's settings ask for it; an app
+        # built without it removes a registration left by another one (tests build many).
+        settings = owner.state.get("settings") if hasattr(owner, "state") else None
+        if settings is not None:
+            enabled = settings.cards_cps_login
+            register_card_authenticator(logic.CpsPinAuthenticator(settings) if enabled else None)
+
+    @get("/readers", guards=[requires("cards:read")], sync_to_thread=True)
+    def readers(self) -> ReadersView:
+        """Every reader pcscd knows, and whether a card is in it."""
+        try:
+            found = list_readers()
+        except CardError as exc:
+            raise card_problem(exc) from exc
+        return ReadersView(
+            readers=[
+                ReaderView(
+                    name=r.name, card_present=r.present, mute=r.mute, atr=r.atr.hex().upper()
+                )
+                for r in found
+            ]
+        )
+
+    @post("/read", guards=[requires("cards:read")], sync_to_thread=True, status_code=200)
+    def read(
+        self,
+        data: ReadRequest,
+        platform: NamedDependency[Platform],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+        state: State,
+    ) -> VitaleView | CpsView:
+        """Read the card now in the reader: a Vitale's beneficiaries (audited, with the
+        matching patient record and a pre-filled form) or a CPS's public identity."""
+        try:
+            card = logic.read(platform.settings, data.reader, timeout_s=0)
+        except CardError as exc:
+            raise card_problem(exc) from exc
+        if isinstance(card, VitaleCard):
+            return _vitale_view(card, platform, state, audit, ctx)
+        with audit.store.write():
+            audit.record(
+                ctx.audit_event("cps.read", "cps_card", card.holder.national_id, purpose="care")
+            )
+        return _cps_view(card)
+
+    @get("/events", guards=[requires("cards:read")], sync_to_thread=False)
+    def events(
+        self, after: Annotated[int, Parameter(ge=0, le=2**53, required=False)] = 0
+    ) -> CardEventsView:
+        """Card events since ``after`` (poll every 300-500 ms; starts the reader monitor)."""
+        monitor = logic.EVENTS.ensure_monitor()
+        found, last = logic.EVENTS.since(after)
+        error = monitor.last_error
+        return CardEventsView(
+            events=[
+                CardEventView(
+                    seq=seq, kind=e.kind, reader=e.reader, atr=e.atr, at=e.at, message=e.message
+                )
+                for seq, e in found
+            ],
+            last_seq=last,
+            monitor_running=monitor.running.is_set(),
+            monitor_error=error.message if error is not None else None,
+        )

@@ -1,0 +1,200 @@
+"""Card readings as the rest of the appliance uses them: settings, NIR check, patient form,
+card events, CPS login.
+
+The driver (``drivers/cps_vitale``) knows cards; this module knows Hygie: the NIR key is
+checked with the patients service's rule, a Vitale beneficiary becomes a pre-filled patient
+record, and the reader monitor's events are kept for the UI to poll.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Any
+
+import msgspec
+
+from appliance.config import Settings
+from drivers.cps_vitale import (
+    Beneficiary,
+    CardConfig,
+    CardError,
+    CardEvent,
+    CardMonitor,
+    CpsCard,
+    CpsSigner,
+    InvalidNir,
+    VitaleCard,
+    read_card,
+)
+from drivers.cps_vitale import open_signer as _open_signer
+from drivers.cps_vitale.errors import UnknownCard
+from services.identity.cards import CardLoginError
+from services.patients.logic import compact, nir_problem
+from services.patients.models import Identity, Patient
+
+
+def card_config(settings: Settings) -> CardConfig:
+    return CardConfig(
+        cps_aid=bytes.fromhex(settings.cards_cps_aid),
+        cps_cert_fid=bytes.fromhex(settings.cards_cps_cert_fid),
+        cps_pin_reference=settings.cards_cps_pin_reference,
+        exchange_timeout_s=settings.cards_exchange_timeout_s,
+        pkcs11_module=str(settings.cards_pkcs11_module) if settings.cards_pkcs11_module else None,
+    )
+
+
+@contextmanager
+def open_signer(settings: Settings, reader: str | None = None) -> Iterator[CpsSigner]:
+    """The pharmacist's CPS as a signer (billing, documents): ``verify_pin`` then ``sign``.
+
+    Through the Cryptolib when ``cards_pkcs11_module`` is set, else APDUs through pcscd.
+    """
+    with _open_signer(
+        reader if reader is not None else settings.cards_reader,
+        settings.cards_read_timeout_s,
+        card_config(settings),
+    ) as signer:
+        yield signer
+
+
+def check_nirs(card: VitaleCard) -> VitaleCard:
+    """Refuse a card whose NIR key is wrong (a damaged card, never a typing error)."""
+    for beneficiary in card.beneficiaries:
+        problem = nir_problem(compact(beneficiary.nir))
+        if problem is not None:
+            raise InvalidNir(detail=problem)
+    return card
+
+
+def read(
+    settings: Settings, reader: str | None = None, timeout_s: float | None = None
+) -> VitaleCard | CpsCard:
+    """What ``hygie cards read`` and ``POST /api/v1/cards/read`` do."""
+    card = read_card(
+        reader if reader is not None else settings.cards_reader,
+        settings.cards_read_timeout_s if timeout_s is None else timeout_s,
+        card_config(settings),
+    )
+    return check_nirs(card) if isinstance(card, VitaleCard) else card
+
+
+def calendar_date(iso: str) -> date | None:
+    try:
+        return date.fromisoformat(iso)
+    except ValueError:
+        return None
+
+
+def sex_from_nir(nir: str) -> str:
+    """1: man, 2: woman; 7 and 8 (temporary numbers) say nothing: ``I`` (unknown)."""
+    return {"1": "M", "2": "F"}.get(nir[:1], "I")
+
+
+def patient_form(beneficiary: Beneficiary) -> dict[str, Any] | None:
+    """A provisional patient record from the card (identity traits to be checked against an
+    identity document before the INS can be qualified); None for a lunar birth date."""
+    born = calendar_date(beneficiary.birth_date)
+    if born is None:
+        return None
+    patient = Patient(
+        identity=Identity(
+            birth_family_name=beneficiary.surname,
+            given_names=beneficiary.first_name or beneficiary.surname,
+            birth_date=born,
+            sex=sex_from_nir(beneficiary.nir),  # type: ignore[arg-type]
+            nir=beneficiary.nir,
+            status="provisional",
+        )
+    )
+    return msgspec.to_builtins(patient)  # type: ignore[no-any-return]
+
+
+class CardEvents:
+    """The reader monitor's events, numbered, the last ``size`` kept for polling clients."""
+
+    def __init__(self, size: int = 200) -> None:
+        self._events: deque[tuple[int, CardEvent]] = deque(maxlen=size)
+        self._seq = 0
+        self._lock = threading.Condition()
+        self.monitor: CardMonitor | None = None
+
+    def publish(self, event: CardEvent) -> None:
+        with self._lock:
+            self._seq += 1
+            self._events.append((self._seq, event))
+            self._lock.notify_all()
+
+    def since(self, after: int) -> tuple[list[tuple[int, CardEvent]], int]:
+        with self._lock:
+            return [(seq, e) for seq, e in self._events if seq > after], self._seq
+
+    def wait(self, after: int, timeout_s: float) -> list[tuple[int, CardEvent]]:
+        """Events after ``after``, waiting up to ``timeout_s`` for one (tests, CLI watch)."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._seq > after, timeout=timeout_s)
+        return self.since(after)[0]
+
+    def ensure_monitor(self) -> CardMonitor:
+        """Start the reader monitor thread once per process (on the first poll)."""
+        with self._lock:
+            if self.monitor is None:
+                self.monitor = CardMonitor(self.publish)
+                self.monitor.start()
+            return self.monitor
+
+    def stop_monitor(self) -> None:
+        with self._lock:
+            monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            monitor.stop()
+
+
+EVENTS = CardEvents()
+
+
+class CpsPinAuthenticator:
+    """Fills the identity service's CPS login extension point: card + PIN → RPPS.
+
+    The PIN is verified *by the card* (VERIFY, or the Cryptolib's C_Login); only then is the
+    certificate's RPPS returned. The reader is ``cards_reader`` or the first one holding a
+    card: one CPS reader per appliance. Routing a terminal to its own reader goes through
+    the workstations' ``card_reader`` (not done yet: see docs/cards.md).
+    """
+
+    def __init__(self, settings: Settings, timeout_s: float = 2.0) -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+
+    def authenticate(self, terminal: str) -> str | None:
+        """Without a PIN no card login is possible."""
+        return None
+
+    def authenticate_pin(self, terminal: str, pin: str) -> str:
+        settings = self.settings
+        try:
+            with _open_signer(settings.cards_reader, self.timeout_s, card_config(settings)) as cps:
+                holder = cps.holder()
+                cps.verify_pin(pin)
+        except UnknownCard as exc:
+            raise CardLoginError("Insérez votre carte CPS dans le lecteur.") from exc
+        except CardError as exc:
+            raise CardLoginError(exc.message) from exc
+        if holder.rpps is None:
+            raise CardLoginError("Carte CPS sans numéro RPPS : connexion impossible.")
+        return holder.rpps
+
+
+__all__ = [
+    "EVENTS",
+    "CardEvents",
+    "CpsPinAuthenticator",
+    "card_config",
+    "check_nirs",
+    "open_signer",
+    "patient_form",
+    "read",
+]
