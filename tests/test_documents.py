@@ -560,7 +560,7 @@ def test_generate_sign_verify_export_over_http(
     assert ("generate", f"{views['pdf']['id']}:{views['pdf']['sha256']}") in entries
     assert ("download", f"{views['pdf']['id']}:{views['pdf']['sha256']}") in entries
     outbox = platform.store.db.execute(
-        "SELECT stream, kind, payload FROM outbox WHERE stream = 'documents'"
+        "SELECT stream, kind, payload FROM sync_outbox WHERE stream = 'documents'"
     ).fetchall()
     assert len(outbox) == 1
     assert copy["sha256"] in outbox[0][2]
