@@ -314,3 +314,28 @@ def unseal_cycle(stored: StoredBpmCycle, cipher: FieldCipher) -> BpmCycle:
         notes = cipher.decrypt(token, aad("bpm", stored.cycle_id, path)) if token else None
         steps.append(msgspec.structs.replace(step, notes=notes))
     return msgspec.structs.replace(stored.cycle, steps=tuple(steps))
+
+
+def cycle_replica(stored: StoredBpmCycle, version: int, pseudonym: str) -> dict[str, object]:
+    """A BPM state change as the cloud side receives it (outbox ``bpm``): states, step
+    kinds and dates, keyed by the patient's pseudonym; no notes, no patient id."""
+    cycle = stored.cycle
+    return {
+        "pseudonym": pseudonym,
+        "cycle_id": stored.cycle_id,
+        "version": version,
+        "year": cycle.year,
+        "status": cycle.status,
+        "opened_on": cycle.opened_on.isoformat(),
+        "closed_on": cycle.closed_on.isoformat() if cycle.closed_on else None,
+        "abandon_reason": cycle.abandon_reason,
+        "steps": [
+            {
+                "kind": step.kind,
+                "performed_on": step.performed_on.isoformat(),
+                "pharmacist": step.pharmacist,
+                "treatments_changed": step.treatments_changed,
+            }
+            for step in cycle.steps
+        ],
+    }

@@ -489,3 +489,70 @@ def unseal_patient(stored: StoredPatient, crypto: PatientCrypto) -> Patient:
             ),
         ),
     )
+
+
+# --------------------------------------------------------------------------- replication
+
+
+PATIENT_STREAM = "patients"
+BPM_STREAM = "bpm"
+
+
+def patient_replica(stored: StoredPatient, version: int) -> dict[str, object]:
+    """The pseudonymised patient version the cloud side receives (outbox ``patients``).
+
+    Keyed by the stable pseudonym. Left out on purpose: names, NIR, INS, birth date (only
+    the year), birth place, address, phone, email, the GP's name, AMO/AMC numbers, and every
+    free text (condition labels and notes, allergy notes, lab labels): a BPM needs codes,
+    values and dates, the cloud never needs who the patient is.
+    """
+    record = stored.record
+    clinical = record.clinical
+    coverage = record.coverage
+    return {
+        "pseudonym": stored.pseudonym,
+        "version": version,
+        "birth_year": record.identity.birth_date.year,
+        "sex": record.identity.sex,
+        "gp_rpps": record.gp.rpps if record.gp else None,
+        "coverage": {
+            "amo_regime": coverage.amo.regime if coverage.amo else None,
+            "ald": [
+                {
+                    "number": a.number,
+                    "valid_from": _iso(a.valid_from),
+                    "valid_until": _iso(a.valid_until),
+                }
+                for a in coverage.ald
+            ],
+            "amc": coverage.amc is not None,
+            "css": coverage.css,
+        },
+        "consents": [
+            {"kind": c.kind, "status": c.status, "decided_on": c.decided_on.isoformat()}
+            for c in record.consents
+        ],
+        "conditions": [
+            {"icd10": c.icd10, "status": c.status, "onset": _iso(c.onset)}
+            for c in clinical.conditions
+        ],
+        "allergies": [
+            {"atc": a.atc, "severity": a.severity, "recorded_on": _iso(a.recorded_on)}
+            for a in clinical.allergies
+        ],
+        "lab_results": [
+            {
+                "loinc": lab.loinc,
+                "value": lab.value,
+                "unit": lab.unit,
+                "observed_on": lab.observed_on.isoformat(),
+            }
+            for lab in clinical.lab_results
+        ],
+        "weight_kg": clinical.weight_kg.value if clinical.weight_kg else None,
+        "height_cm": clinical.height_cm.value if clinical.height_cm else None,
+    }
+
+
+def _iso(value: date | None) -> str | None:
+    return value.isoformat() if value else None

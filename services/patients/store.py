@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from appliance.outbox import enqueue
 from appliance.store import Migration, Store, Versioned, VersionedTable
-from services.patients.bpm import StoredBpmCycle
+from services.patients.bpm import StoredBpmCycle, cycle_replica
+from services.patients.logic import BPM_STREAM, PATIENT_STREAM, patient_replica
 from services.patients.models import StoredDispensing, StoredPatient
 
 COMPONENT = "patients"
@@ -125,6 +127,13 @@ def save_patient(
                 stored.blind.get("ins"),
                 stored.pseudonym,
             ],
+        )
+        enqueue(
+            db,
+            stream=PATIENT_STREAM,
+            kind="patient.version",
+            payload=patient_replica(stored, saved.version),
+            idempotency_key=f"patient:{stored.pseudonym}:{saved.version}",
         )
         return saved
 
@@ -248,6 +257,17 @@ def save_cycle(
             "VALUES (?, ?, ?, ?) ON CONFLICT (cycle_id) DO UPDATE SET status = excluded.status",
             [stored.cycle_id, stored.cycle.patient_id, stored.cycle.year, stored.cycle.status],
         )
+        row = db.execute(
+            "SELECT pseudonym FROM patient_search WHERE patient_id = ?", [stored.cycle.patient_id]
+        ).fetchone()
+        if row is not None:  # a cycle always belongs to a stored patient (checked by callers)
+            enqueue(
+                db,
+                stream=BPM_STREAM,
+                kind="bpm.cycle.version",
+                payload=cycle_replica(stored, saved.version, str(row[0])),
+                idempotency_key=f"bpm:{stored.cycle_id}:{saved.version}",
+            )
         return saved
 
 
