@@ -960,6 +960,10 @@ def evaluate_criterion(
         labs.append(found[1])
     alternative = [c for c in ctx.icd if crit.or_conditions and c.startswith(crit.or_conditions)]
     conditions.extend(alternative)
+    if crit.or_drugs and ctx.takes_any(crit.or_drugs):
+        partners = [d for d in drugs if _starts(d.atc, crit.or_drugs) and d not in matched]
+        also.extend(p for p in partners if p not in also)
+        alternative.extend(d.atc for d in partners if d.atc)
     if crit.labs_any:
         results = [(test, ctx.lab(test)) for test in crit.labs_any]
         hits = [f for t, f in results if f is not None and _holds(f[0], t)]

@@ -63,6 +63,9 @@ class Criterion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     or_conditions: tuple[str, ...] = ()
     """ICD-10 prefixes that satisfy the ``labs_any`` arm in place of a lab value (e.g. a heart
     block in place of a heart rate below 50/min)."""
+    or_drugs: tuple[str, ...] = ()
+    """ATC prefixes of other drugs that satisfy the ``labs_any`` arm in place of a lab value
+    (e.g. a heart-rate-lowering drug taken with an acetylcholinesterase inhibitor)."""
     min_age: int = 65
     max_age: int | None = None
     min_days: int = 0
@@ -330,6 +333,8 @@ def _evaluated_from(crit: Criterion) -> str:
         arm = " or ".join(f"{t.code} {t.op} {t.value:g}" for t in crit.labs_any)
         if crit.or_conditions:
             arm += " or ICD-10 " + ", ".join(crit.or_conditions)
+        if crit.or_drugs:
+            arm += " or with ATC " + ", ".join(crit.or_drugs)
         parts.append(arm)
     if crit.max_age is not None:
         parts.append(f"age ≤ {crit.max_age}")
