@@ -213,6 +213,7 @@ class CpsSession:
 
     def certificate(self) -> x509.Certificate:
         if self._certificate is None:
+            self.channel.renew()
             _check(self.channel.transmit(select_aid(self.aid)), "SELECT IAS")
             _check(self.channel.transmit(select_ef(self.cert_fid)), "SELECT certificat")
             data = bytearray()
@@ -236,6 +237,7 @@ class CpsSession:
 
     def pin_tries_left(self) -> int | None:
         """Tries left before blocking (VERIFY without data), None once verified."""
+        self.channel.renew()
         try:
             return pin_outcome(self.channel.transmit(verify(self.pin_reference, None)))
         except PinBlocked:
@@ -243,6 +245,7 @@ class CpsSession:
 
     def verify_pin(self, pin: str) -> None:
         encoded = check_pin_format(pin)
+        self.channel.renew()
         tries = pin_outcome(self.channel.transmit(verify(self.pin_reference, encoded)))
         if tries is not None:
             self.verified = False
@@ -255,6 +258,7 @@ class CpsSession:
         if not self.verified:
             raise PinRequired()
         payload = digest_info(digest, algorithm)
+        self.channel.renew()
         _check(
             self.channel.transmit(manage_security_environment(self.key_reference, ALGO_RSA_PKCS1)),
             "MSE SET",

@@ -181,7 +181,12 @@ class PcscContext:
             self.status_change(known, int(min(remaining, 1.0) * 1000) + 1)
 
     @contextmanager
-    def connect(self, reader: str, *, timeout_s: float = 10.0) -> Iterator[CardChannel]:
+    def connect(
+        self, reader: str, *, timeout_s: float = 10.0, reset_on_close: bool = False
+    ) -> Iterator[CardChannel]:
+        """An open card; ``reset_on_close`` resets it when done, so that a verified PIN does
+        not outlive the session (SCARD_LEAVE_CARD would keep the card's security state for
+        the next program that connects)."""
         code, card, protocol = scard.SCardConnect(
             self.handle,
             reader,
@@ -196,7 +201,9 @@ class PcscContext:
         try:
             yield channel
         finally:
-            scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
+            scard.SCardDisconnect(
+                card, scard.SCARD_RESET_CARD if reset_on_close else scard.SCARD_LEAVE_CARD
+            )
 
 
 @contextmanager
@@ -224,11 +231,16 @@ class CardChannel:
         self.card = card
         self.protocol = protocol
         self.apdus = 0
+        self.timeout_s = timeout_s
         self.deadline = time.monotonic() + timeout_s
         code, _name, _state, _protocol, atr = scard.SCardStatus(card)
         if code != scard.SCARD_S_SUCCESS:
             raise error_for(code, "SCardStatus")
         self.atr = bytes(atr)
+
+    def renew(self) -> None:
+        """A new dialogue on a card kept open (a CPS session): a fresh deadline."""
+        self.deadline = time.monotonic() + self.timeout_s
 
     @property
     def protocol_name(self) -> str:

@@ -62,10 +62,17 @@ def _cps(channel: CardChannel, config: CardConfig) -> CpsSession:
 
 @contextmanager
 def _card(
-    context: PcscContext, reader: str | None, timeout_s: float, config: CardConfig
+    context: PcscContext,
+    reader: str | None,
+    timeout_s: float,
+    config: CardConfig,
+    *,
+    reset_on_close: bool = False,
 ) -> Iterator[CardChannel]:
     state = context.wait_for_card(reader, timeout_s)
-    with context.connect(state.name, timeout_s=config.exchange_timeout_s) as channel:
+    with context.connect(
+        state.name, timeout_s=config.exchange_timeout_s, reset_on_close=reset_on_close
+    ) as channel:
         yield channel
 
 
@@ -101,7 +108,10 @@ def open_cps(
             cps.verify_pin(pin)
             signature = cps.sign(hashlib.sha256(document).digest())
     """
-    with pcsc_context() as context, _card(context, reader, timeout_s, config) as channel:
+    with (
+        pcsc_context() as context,
+        _card(context, reader, timeout_s, config, reset_on_close=True) as channel,
+    ):
         session = _cps(channel, config)
         if not session.select():
             raise UnknownCard("Cette carte n'est pas une carte CPS.")

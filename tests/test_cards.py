@@ -1,0 +1,409 @@
+"""Card readers end to end: the real pcscd, Debian's vpcd reader driver, pyscard, and the
+virtual Vitale and CPS cards plugged into it.
+
+The module starts its own pcscd (``pcscd -f -c <private reader.conf.d>``) when none runs, or
+uses the running one when it has the vpcd readers; it skips, saying why, only where pcscd or
+vpcd cannot run. The virtual cards are fresh per test (the CPS's PIN counter lives in it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from appliance.cli import main
+from appliance.config import Settings
+from drivers.cps_vitale import (
+    CardMonitor,
+    CardRemoved,
+    CardTimeout,
+    CpsCard,
+    InvalidNir,
+    MuteCard,
+    PinBlocked,
+    Vitale1Card,
+    VitaleCard,
+    WrongPin,
+    list_readers,
+    open_cps,
+    read_card,
+)
+from drivers.cps_vitale.apdu import encode_tlv, parse_tlv
+from drivers.cps_vitale.errors import InvalidCardData, InvalidPin, PinRequired
+from drivers.cps_vitale.pcsc import error_for
+from drivers.cps_vitale.virtual import VirtualCard, VpcdLink, parse_card
+from drivers.cps_vitale.vitale import match_beneficiaries, parse_identity_file
+from services.cards import logic
+
+VPCD_LIBRARY = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
+SYSTEM_SOCKET = Path("/run/pcscd/pcscd.comm")
+SYSTEM_VPCD_CONF = Path("/etc/reader.conf.d/vpcd")
+READER = "Virtual PCD 00 00"
+
+JEANNE = {
+    "surname": "MARTIN",
+    "first_name": "JEANNE",
+    "birth_date": "1948-03-12",
+    "nir": "248037512345658",
+}
+LEO = {
+    "surname": "MARTIN",
+    "first_name": "LÉO",
+    "birth_date": "2015-06-01",
+    "nir": "115069912345658",
+}
+HOLDER = {
+    "surname": "DURAND",
+    "first_name": "CLAIRE",
+    "rpps": "10001234567",
+    "profession": "Pharmacien",
+}
+
+
+def _socket_alive(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+        if port >= 65535:
+            continue
+        with socket.socket() as second:
+            try:
+                second.bind(("0.0.0.0", port + 1))
+            except OSError:
+                continue
+        return int(port)
+    raise RuntimeError("no free pair of TCP ports")
+
+
+def _system_vpcd_port() -> int:
+    text = SYSTEM_VPCD_CONF.read_text() if SYSTEM_VPCD_CONF.exists() else ""
+    found = re.search(r"DEVICENAME\s+\S*:(0x[0-9A-Fa-f]+|[0-9]+)", text)
+    return int(found.group(1), 0) if found else 35963
+
+
+@pytest.fixture(scope="module")
+def vpcd_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The TCP port of the vpcd reader « Virtual PCD 00 00 » of a running pcscd."""
+    if shutil.which("pcscd") is None or not VPCD_LIBRARY.exists():
+        pytest.skip("pcscd or vsmartcard-vpcd is not installed (install.sh installs both)")
+    if _socket_alive(SYSTEM_SOCKET):
+        if not any(r.name == READER for r in list_readers()):
+            pytest.skip(f"a pcscd without the vpcd reader already owns {SYSTEM_SOCKET}")
+        yield _system_vpcd_port()
+        return
+    conf = tmp_path_factory.mktemp("reader.conf.d")
+    port = _free_port_pair()
+    (conf / "vpcd").write_text(
+        f'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:0x{port:X}\n'
+        f"LIBPATH {VPCD_LIBRARY}\nCHANNELID 0x{port:X}\n"
+    )
+    log = conf.parent / "pcscd.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["pcscd", "--foreground", "--config", str(conf)], stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.skip(f"pcscd cannot run here: {log.read_text()[-500:]}")
+            if _socket_alive(SYSTEM_SOCKET):
+                try:
+                    if any(r.name == READER for r in list_readers()):
+                        break
+                except Exception:
+                    pass
+            time.sleep(0.1)
+        else:
+            pytest.skip(f"pcscd did not show the vpcd reader: {log.read_text()[-500:]}")
+        yield port
+    finally:
+        logic.EVENTS.stop_monitor()
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Inserted:
+    """A virtual card in the reader for the duration of a ``with`` block."""
+
+    def __init__(self, port: int, card: VirtualCard) -> None:
+        self.link = VpcdLink(card, port=port)
+
+    def __enter__(self) -> VpcdLink:
+        self.link.insert()
+        return self.link
+
+    def __exit__(self, *exc: object) -> None:
+        self.link.remove()
+        time.sleep(0.5)  # pcscd's poll (0.4 s) sees the card gone before the next test
+
+
+def vitale(*people: dict[str, str], **extra: Any) -> VirtualCard:
+    return parse_card("vitale", {"beneficiaries": list(people or (JEANNE,)), **extra})
+
+
+def cps(**extra: Any) -> VirtualCard:
+    return parse_card("cps", {"holder": HOLDER, "pin": "1234", **extra})
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_tlv_roundtrip_and_damaged_data() -> None:
+    data = encode_tlv(0x65, encode_tlv(0x80, b"X" * 200) + encode_tlv(0x82, b"19480312"))
+    (template,) = parse_tlv(b"\x00" + data + b"\xff\xff")
+    assert [c.tag for c in template.children()] == [0x80, 0x82]
+    assert len(template.children()[0].value) == 200
+    with pytest.raises(InvalidCardData):
+        list(parse_tlv(data[:-3]))
+    with pytest.raises(InvalidCardData):
+        parse_identity_file(encode_tlv(0x65, encode_tlv(0x82, b"1948031")))
+
+
+def test_beneficiaries_are_matched_by_order_never_guessed() -> None:
+    people = [("MARTIN", "JEANNE", "1948-03-12"), ("MARTIN", "LEO", "2015-06-01")]
+    matched = match_beneficiaries(people, [("248037512345658", "00"), ("115069912345658", "01")])
+    assert [(b.first_name, b.nir) for b in matched] == [
+        ("JEANNE", "248037512345658"),
+        ("LEO", "115069912345658"),
+    ]
+    with pytest.raises(InvalidCardData):
+        match_beneficiaries(people, [("248037512345658", "00")])
+
+
+def test_pcsc_codes_map_to_typed_french_errors() -> None:
+    from smartcard import scard
+
+    assert error_for(scard.SCARD_W_REMOVED_CARD, "x").code == "card_removed"
+    assert error_for(scard.SCARD_E_READER_UNAVAILABLE, "x").code == "reader_unplugged"
+    assert error_for(scard.SCARD_E_NO_SERVICE, "x").code == "pcsc_unavailable"
+    assert error_for(scard.SCARD_W_UNRESPONSIVE_CARD, "x").code == "card_mute"
+    assert error_for(scard.SCARD_E_TIMEOUT, "x").code == "timeout"
+    assert "débranché" in error_for(scard.SCARD_E_READER_UNAVAILABLE, "x").message
+    assert WrongPin(1).message.endswith("il reste 1 essai avant le blocage de la carte.")
+
+
+def test_patient_form_from_a_beneficiary() -> None:
+    from drivers.cps_vitale import Beneficiary
+
+    form = logic.patient_form(Beneficiary("MARTIN", "JEANNE", "1948-03-12", "248037512345658"))
+    assert form is not None
+    assert form["identity"]["sex"] == "F"
+    assert form["identity"]["birth_date"] == "1948-03-12"
+    assert form["identity"]["status"] == "provisional"
+    assert logic.patient_form(Beneficiary("X", "Y", "1950-00-00", "150009912345678")) is None
+
+
+# --------------------------------------------------------------------------- through pcscd
+
+
+@pytest.mark.parametrize(("protocol", "apdus"), [("T=0", 7), ("T=1", 4)])
+def test_vitale_read_through_pcscd(vpcd_port: int, protocol: str, apdus: int) -> None:
+    """T=0: the SELECT answer comes through 61xx + GET RESPONSE, the READ BINARY lengths
+    through 6Cxx resends; T=1 answers directly (three fewer APDUs)."""
+    with Inserted(vpcd_port, vitale(JEANNE, LEO, protocol=protocol)):
+        card = read_card(timeout_s=5)
+    assert isinstance(card, VitaleCard)
+    assert card.reader == READER
+    assert card.protocol == protocol
+    assert card.apdus == apdus
+    assert [b.as_json() for b in card.beneficiaries] == [
+        JEANNE,
+        {**LEO, "first_name": "LÉO"},
+    ]
+
+
+def test_cli_read_json_contract(vpcd_port: int) -> None:
+    with Inserted(vpcd_port, vitale(JEANNE)):
+        code, output = run_cli("cards", "read", "--reader", READER, "--timeout", "5", "--json")
+    assert code == 0, output
+    answer = json.loads(output)
+    assert set(answer) >= {"type", "reader", "atr", "beneficiaries", "apdus", "ms"}
+    assert answer["type"] == "vitale"
+    assert answer["beneficiaries"] == [JEANNE]
+    assert answer["apdus"] == 7
+    with Inserted(vpcd_port, cps()):
+        code, output = run_cli("cards", "read", "--timeout", "5", "--json")
+    assert code == 0, output
+    answer = json.loads(output)
+    assert answer["type"] == "cps"
+    assert {k: answer["holder"][k] for k in HOLDER} == HOLDER
+
+
+def test_timeout_without_card(vpcd_port: int) -> None:
+    started = time.monotonic()
+    with pytest.raises(CardTimeout):
+        read_card(READER, timeout_s=0.5)
+    assert time.monotonic() - started < 3
+    code, output = run_cli("cards", "read", "--timeout", "0.3", "--json")
+    assert code == 1
+    assert json.loads(output) == {
+        "error": "timeout",
+        "message": "Aucune carte n'a été insérée dans le délai imparti.",
+    }
+
+
+def test_card_pulled_out_mid_read(vpcd_port: int) -> None:
+    with Inserted(vpcd_port, vitale(JEANNE, faults={"remove_after_apdus": 3})):
+        with pytest.raises(CardRemoved) as caught:
+            read_card(timeout_s=5)
+    assert "retirée pendant la lecture" in caught.value.message
+    with Inserted(vpcd_port, vitale(JEANNE, faults={"remove_after_apdus": 4})):
+        code, output = run_cli("cards", "read", "--timeout", "5", "--json")
+    assert code == 1
+    assert json.loads(output)["error"] == "card_removed"
+
+
+def test_mute_card(vpcd_port: int) -> None:
+    with Inserted(vpcd_port, vitale(JEANNE, faults={"mute": True})):
+        with pytest.raises(MuteCard) as caught:
+            read_card(timeout_s=5)
+    assert "ne répond pas" in caught.value.message
+
+
+def test_vitale_1_refused_and_bad_nir_key(vpcd_port: int) -> None:
+    with Inserted(vpcd_port, vitale(JEANNE, generation=1)):
+        with pytest.raises(Vitale1Card) as caught:
+            read_card(timeout_s=5)
+    assert "Vitale 2" in caught.value.message
+    wrong_key = {**JEANNE, "nir": "248037512345659"}
+    with Inserted(vpcd_port, vitale(wrong_key)):
+        with pytest.raises(InvalidNir):
+            logic.read(Settings(), timeout_s=5)
+
+
+def test_cps_identity_pin_and_real_signature(vpcd_port: int) -> None:
+    with Inserted(vpcd_port, cps()):
+        card = read_card(timeout_s=5)
+        assert isinstance(card, CpsCard)
+        assert card.holder.rpps == HOLDER["rpps"]
+        assert card.holder.profession == "Pharmacien"
+        assert card.pin_tries_left == 3
+        document = "Feuille de soins électronique n° 1".encode()
+        with open_cps(timeout_s=5) as session:
+            with pytest.raises(PinRequired):
+                session.sign(hashlib.sha256(document).digest())
+            with pytest.raises(InvalidPin):
+                session.verify_pin("12")
+            with pytest.raises(WrongPin) as wrong:
+                session.verify_pin("0000")
+            assert wrong.value.tries_left == 2
+            session.verify_pin("1234")
+            signature = session.sign(hashlib.sha256(document).digest())
+            public_key = session.certificate().public_key()
+        public_key.verify(signature, document, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr,call-arg,arg-type]
+        with open_cps(timeout_s=5) as session:
+            assert session.pin_tries_left() == 3  # a good PIN resets the counter
+
+
+def test_wrong_pin_three_times_blocks_the_card(vpcd_port: int) -> None:
+    with Inserted(vpcd_port, cps()), open_cps(timeout_s=5) as session:
+        tries = []
+        for _ in range(2):
+            with pytest.raises(WrongPin) as wrong:
+                session.verify_pin("9999")
+            tries.append(wrong.value.tries_left)
+        assert tries == [2, 1]
+        with pytest.raises(PinBlocked) as blocked:
+            session.verify_pin("9999")
+        assert "bloquée" in blocked.value.message
+        with pytest.raises(PinBlocked):
+            session.verify_pin("1234")  # the right PIN no longer opens it
+        assert session.pin_tries_left() == 0
+
+
+def test_monitor_publishes_insertion_and_removal(vpcd_port: int) -> None:
+    events: list[Any] = []
+    monitor = CardMonitor(events.append, poll_ms=200)
+    monitor.start()
+    try:
+        assert monitor.running.wait(5)
+        with Inserted(vpcd_port, vitale(JEANNE)):
+            deadline = time.monotonic() + 5
+            while not any(e.kind == "inserted" for e in events) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        deadline = time.monotonic() + 5
+        while not any(e.kind == "removed" for e in events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        monitor.stop()
+    kinds = [(e.kind, e.reader) for e in events]
+    assert ("inserted", READER) in kinds
+    assert ("removed", READER) in kinds
+    inserted = next(e for e in events if e.kind == "inserted")
+    assert inserted.atr.startswith("3B")
+
+
+@pytest.mark.slow
+def test_simulate_command_inserts_a_card(vpcd_port: int, tmp_path: Path) -> None:
+    description = tmp_path / "vitale.json"
+    description.write_text(json.dumps({"beneficiaries": [JEANNE]}))
+    env = {**os.environ, "HYGIE_CARDS_VPCD_PORT": str(vpcd_port)}
+    simulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "cards",
+            "simulate",
+            "--vitale",
+            str(description),
+            "--seconds",
+            "30",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert simulator.stderr is not None
+        line = simulator.stderr.readline()
+        assert "Carte virtuelle insérée" in line, line
+        card = read_card(timeout_s=5)
+        assert isinstance(card, VitaleCard)
+        assert [b.as_json() for b in card.beneficiaries] == [JEANNE]
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+    time.sleep(0.5)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"beneficiaries": [{"surname": "X"}]}')
+    code, output = run_cli("cards", "simulate", "--vitale", str(bad))
+    assert code == 1
+    assert "birth_date" in output
