@@ -221,6 +221,8 @@ class Settings(BaseModel):
     """Scheduled backups kept (the oldest beyond this count are deleted)."""
     backup_hour: int = Field(default=2, ge=0, le=23)
     """Hour (pharmacy time zone) of the daily backup; it needs the secret ``backup.key``."""
+    backup_kdf_log2_n: int = Field(default=17, ge=10, le=22)
+    """scrypt cost of passphrase-protected backups (2^17: 128 MiB, the OWASP minimum)."""
     documents_dir: Path | None = None
     """Folder of generated and signed documents saved in backups; ``<data_dir>/documents``."""
 
