@@ -241,6 +241,7 @@ def test_every_criterion_is_evaluable_or_says_why_not() -> None:
         assert crit.drugs or crit.conditions, crit.id
         assert crit.kind == "stopp" or crit.start_atc, crit.id
         assert crit.source, crit.id
+        assert crit.label_fr, crit.id
         assert crit.message, crit.id
         assert crit.recommendation, crit.id
         if crit.status == "partial":
@@ -249,6 +250,7 @@ def test_every_criterion_is_evaluable_or_says_why_not() -> None:
         assert (crit.text and crit.text_source) or crit.doubt, crit.id
     for item in rules.stopp_start.not_encoded:
         assert item.reason, item.id
+        assert item.label_fr, item.id
         assert (item.text and item.text_source) or item.doubt or item.summary, item.id
 
 

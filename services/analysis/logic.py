@@ -980,6 +980,7 @@ def evaluate_criterion(
     involved = sorted({d.atc for d in (*matched, *also) if d.atc})
     evidence: dict[str, Any] = {
         "criterion": crit.summary,
+        "label_fr": crit.label_fr,
         "status": crit.status,
         "source": crit.source,
         "age": ctx.age,

@@ -52,6 +52,8 @@ class Criterion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     message: str
     recommendation: str
     gp: str
+    label_fr: str = ""
+    """A short French label of the criterion (cards, lists at the counter)."""
     drugs: tuple[str, ...] = ()
     except_drugs: tuple[str, ...] = ()
     also_drugs: tuple[tuple[str, ...], ...] = ()
@@ -94,6 +96,7 @@ class NotEncoded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str
     reason: str
     summary: str = ""
+    label_fr: str = ""
     text: str = ""
     text_source: str = ""
     doubt: str = ""
@@ -229,6 +232,12 @@ class RuleSet:
         for crit_id, twin in self.same_finding_as.items():
             if twin not in known or twin == crit_id:
                 raise RuleError(f"{crit_id}: same_finding_as names an unknown criterion {twin!r}")
+        labels = [(c.id, c.label_fr) for c in stopp_start.criterion] + [
+            (n.id, n.label_fr) for n in stopp_start.not_encoded
+        ]
+        for crit_id, label in labels:
+            if not label:
+                raise RuleError(f"{crit_id}: a criterion needs its short French label")
         for crit in stopp_start.criterion:
             if crit.status == "partial" and not crit.partial_reason:
                 raise RuleError(f"{crit.id}: a partial criterion must say what is not checked")
@@ -358,7 +367,7 @@ def status_markdown(rules: RuleSet) -> str:
                 crit.id,
                 crit.kind.upper(),
                 crit.status,
-                crit.text or crit.summary,
+                f"{crit.text or crit.summary} — *{crit.label_fr}*",
                 "published" if crit.text else "summary",
                 _evaluated_from(crit),
                 notes,
@@ -372,7 +381,8 @@ def status_markdown(rules: RuleSet) -> str:
             "encoded",
             "Any duplicate drug class prescription for daily regular use (as distinct from PRN "
             "use), e.g. two concurrent NSAIDs, SSRIs, loop diuretics, ACE inhibitors, "
-            "anticoagulants, antipsychotics, opioid analgesics",
+            "anticoagulants, antipsychotics, opioid analgesics — *Doublon de classe "
+            "médicamenteuse*",
             "published",
             f"ATC classes of `redundancy.toml` ({len(rules.redundancy.group)} groups, "
             "then same substance and same level-4 class)",
@@ -391,7 +401,8 @@ def status_markdown(rules: RuleSet) -> str:
             "STOPP",
             "encoded",
             "Concomitant use of two or more drugs with antimuscarinic/anticholinergic "
-            f"properties (ACB score ≥ {rules.acb.threshold}, or two drugs of score ≥ 2)",
+            f"properties (ACB score ≥ {rules.acb.threshold}, or two drugs of score ≥ 2) — "
+            "*Charge anticholinergique élevée*",
             "summary",
             "ATC + ACB scale (`acb.toml`)",
             rules.acb.stopp_doubt,
@@ -403,7 +414,7 @@ def status_markdown(rules: RuleSet) -> str:
                 item.id,
                 item.id.split(" ", 1)[0],
                 "not evaluable",
-                item.text or item.summary,
+                f"{item.text or item.summary} — *{item.label_fr}*",
                 "published" if item.text else "summary",
                 "—",
                 "; ".join(x for x in (item.reason, item.doubt) if x),
@@ -426,7 +437,8 @@ def status_markdown(rules: RuleSet) -> str:
         )
     lines += [
         "",
-        "| id | kind | status | criterion | wording | evaluated from | not checked / doubt |",
+        "| id | kind | status | criterion — *French label* | wording | evaluated from "
+        "| not checked / doubt |",
         "|---|---|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
