@@ -477,9 +477,18 @@ def csv_cell(value: object) -> str:
 
 
 def to_csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> bytes:
-    """UTF-8 with a BOM and ``;`` separators: what a French spreadsheet opens as is."""
+    """UTF-8 with a BOM and ``;`` separators: what a French spreadsheet opens as is.
+
+    Same cells as :func:`csv_cell`, inlined: the csv module writes ``None`` as an empty
+    cell and a date as its ISO form by itself, so only text needs looking at (10,000 rows
+    in the export benchmark).
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
     writer.writerow(columns)
-    writer.writerows([csv_cell(v) for v in row] for row in rows)
+    starts = frozenset(_FORMULA_START)
+    writer.writerows(
+        [("'" + v if v[:1] in starts else v) if v.__class__ is str else v for v in row]
+        for row in rows
+    )
     return ("\ufeff" + buffer.getvalue()).encode()

@@ -264,13 +264,34 @@ def _pdf_table(block: Table, width: float, large: bool) -> PdfTable:
     weights = block.widths or tuple(1.0 for _ in block.columns)
     total = sum(weights)
     col_widths = [width * w / total for w in weights]
-    data = [[PdfParagraph(escape(c), head) for c in block.columns]]
-    data += [[PdfParagraph(escape(v), cell) for v in row] for row in block.rows]
+    padding = 8.0  # left + right cell padding, with a margin
+
+    def fits(text: str, font: str, col: float) -> bool:
+        return "\n" not in text and pdfmetrics.stringWidth(text, font, size) <= col - padding
+
+    # A cell that fits on one line is drawn as a plain string: parsing it as a Paragraph
+    # costs more than the rest of the page (measured in benchmarks/bench_documents.py).
+    data: list[list[object]] = [
+        [
+            c if fits(c, FONT_BOLD, w) else PdfParagraph(escape(c), head)
+            for c, w in zip(block.columns, col_widths, strict=True)
+        ]
+    ]
+    data += [
+        [
+            v if fits(v, FONT, w) else PdfParagraph(escape(v), cell)
+            for v, w in zip(row, col_widths, strict=True)
+        ]
+        for row in block.rows
+    ]
     table = PdfTable(data, colWidths=col_widths, repeatRows=1)
     table.setStyle(
         TableStyle(
             [
                 ("FONTNAME", (0, 0), (-1, -1), FONT),
+                ("FONTNAME", (0, 0), (-1, 0), FONT_BOLD),
+                ("FONTSIZE", (0, 0), (-1, -1), size),
+                ("LEADING", (0, 0), (-1, -1), size * 1.25),
                 ("GRID", (0, 0), (-1, -1), 0.6 if large else 0.4, colors.black),
                 ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e6e6e6")),
                 ("VALIGN", (0, 0), (-1, -1), "MIDDLE" if large else "TOP"),
