@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 
 from appliance.security import requires
 from appliance.web.backend import Api, call_app, client_address
@@ -40,7 +40,7 @@ WEB_CLIENT_ID = "hygie-web"
 OPEN = {"exclude_from_auth": True, "public": True}
 """``opt`` of the pages anyone may open (login, callback): no session needed."""
 
-StateQuery = Annotated[str | None, Parameter(query="state", required=False, max_length=200)]
+StateQuery = Annotated[str | None, QueryParameter(name="state", required=False, max_length=200)]
 Text = Annotated[str | None, Parameter(required=False, max_length=2000)]
 
 REASONS = {
@@ -80,7 +80,7 @@ def login_page(request: Request[Any, Any, Any], reason: Text = None, next: Text 
         # the login comes back to the issuer's host: start there, so the cookies match
         query = urlencode({k: v for k, v in (("reason", reason), ("next", target)) if v})
         return redirect(f"{issuer(request.app)}{UI}/login?{query}")
-    if reason in REASONS:
+    if reason in REASONS and reason != "login":  # a first visit goes straight to the login
         return render(
             request, "login.html", message=REASONS[reason], next_path=target, reason=reason
         )

@@ -85,14 +85,16 @@ def session_cookie(app: Any, value: str, *, max_age: int | None = None) -> Cooki
     )
 
 
-def _cookie_value(scope: Scope, name: str) -> str | None:
+def _cookie_values(scope: Scope, name: str) -> list[str]:
+    """Every value sent for cookie ``name`` (a browser may hold several, by path)."""
+    found = []
     for key, value in scope.get("headers", []):
         if key == b"cookie":
             for part in value.decode("latin-1").split(";"):
                 k, _, v = part.strip().partition("=")
                 if k == name:
-                    return v
-    return None
+                    found.append(v)
+    return found
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -145,9 +147,10 @@ class WebSessionMiddleware(ASGIMiddleware):
             return
         app = scope["app"]
         state = scope.setdefault("state", {})
-        sid = _cookie_value(scope, SESSION_COOKIE)
-        state["web_had_cookie"] = bool(sid)
-        session = session_store(app).get(sid)
+        sids = _cookie_values(scope, SESSION_COOKIE)
+        state["web_had_cookie"] = bool(sids)
+        known = (session_store(app).get(sid) for sid in sids)
+        session = next((s for s in known if s is not None), None)
         if session is not None:
             principal = await self._principal(app, session, scope)
             if principal is None:

@@ -1,0 +1,239 @@
+"""The counter UI end to end, in Debian's Chromium driven by Playwright, against a live
+``hygie serve`` on loopback (one server and one browser for the module).
+
+The tests run in file order and share the browser context (one signed-in pharmacist), the way
+a counter terminal is used: log in, find a patient, enrol her in the BPM, record the
+interview, run the analysis and accept a finding, validate it, search the catalogue with a
+scanned DataMatrix, look at the admin pages; then the session's expiry and the logout. axe-core
+checks every main page for serious or critical WCAG 2.1 A/AA violations.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.web.support import (
+    AXE,
+    CHROMIUM,
+    COUMADINE_CIP13,
+    PATIENT_NAME,
+    Appliance,
+    axe_violations,
+    dump,
+    launch,
+    live_appliance,
+    login,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's chromium is not installed"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("playwright") is None, reason="playwright is not installed"
+    ),
+    pytest.mark.skipif(not AXE.is_file(), reason="npm packages missing: run ./install.sh"),
+]
+
+
+@pytest.fixture(scope="module")
+def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
+    with live_appliance(tmp_path_factory.mktemp("web")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser_context(appliance: Appliance) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="fr-FR")
+        context.set_default_timeout(20_000)
+        try:
+            yield context
+        finally:
+            context.close()
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser_context: Any) -> Any:
+    return browser_context.new_page()
+
+
+def accessible(page: Any, where: str) -> None:
+    violations = axe_violations(page)
+    assert violations == [], f"{where}: {dump(violations)}"
+
+
+def test_login_by_authorization_code_lands_on_the_asked_page(
+    appliance: Appliance, page: Any
+) -> None:
+    page.goto(appliance.base_url + "/ui/patients")
+    assert "/oauth/authorize" in page.url  # no session: straight to the login page
+    accessible(page, "login page")
+    login(page, appliance.base_url, target="/ui/patients")
+    assert page.url.endswith("/ui/patients")
+    assert page.get_by_text("Claire Martin").is_visible()
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    session = cookies["hygie_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Lax" and session["path"] == "/ui"
+    accessible(page, "patients page")
+
+
+def test_search_as_you_type_then_patient_page(appliance: Appliance, page: Any) -> None:
+    page.goto(appliance.base_url + "/ui/patients")
+    page.get_by_label("Nom, date de naissance").press_sequentially("dura", delay=30)
+    link = page.get_by_role("link", name=PATIENT_NAME)
+    link.wait_for()  # the results came by htmx, without a page load
+    link.click()
+    page.wait_for_url(f"**/ui/patients/{appliance.patient_id}")
+    for heading in ("Identité", "Couverture", "Pathologies et allergies", "Biologie et mesures"):
+        assert page.get_by_role("heading", name=heading).is_visible()
+    assert page.get_by_text("Fibrillation auriculaire").is_visible()
+    assert page.get_by_role("heading", name="Historique des délivrances").is_visible()
+    assert page.get_by_text("Éligible au BPM").is_visible()
+    accessible(page, "patient page")
+
+
+def test_patient_form_shows_the_api_messages_next_to_the_fields(
+    appliance: Appliance, page: Any
+) -> None:
+    page.goto(appliance.base_url + "/ui/patients/new")
+    page.get_by_label("Nom de naissance").fill("MOREAU")
+    page.get_by_label("Prénoms (tous").fill("Louis")
+    page.get_by_label("Date de naissance").fill("2999-01-01")
+    page.get_by_label("Sexe").select_option("M")
+    page.get_by_label("NIR (15 caractères").fill("1234")
+    page.get_by_role("button", name="Enregistrer").click()
+    birth = page.locator("#e-identity-birth_date")
+    assert "futur" in birth.inner_text()
+    assert page.locator("#f-identity-birth_date").get_attribute("aria-invalid") == "true"
+    assert "NIR" in page.locator("#e-identity-nir").inner_text()
+    accessible(page, "patient form with errors")
+    page.get_by_label("Date de naissance").fill("1951-06-02")
+    page.get_by_label("NIR (15 caractères").fill("")
+    page.get_by_role("button", name="Enregistrer").click()
+    page.get_by_role("heading", name="MOREAU Louis").wait_for()
+
+
+def test_bpm_enrolment_interview_analysis_and_accepted_finding(
+    appliance: Appliance, page: Any
+) -> None:
+    page.goto(appliance.base_url + "/ui/bpm")
+    accessible(page, "BPM eligible list")
+    page.goto(appliance.base_url + f"/ui/patients/{appliance.patient_id}/bpm/enrol")
+    page.get_by_role("button", name="Inscrire et ouvrir le bilan").click()
+    assert "obligatoire" in page.locator("#e-consent").inner_text()  # consent not ticked
+    page.get_by_label("Le patient a signé").check()
+    page.get_by_role("button", name="Inscrire et ouvrir le bilan").click()
+    page.wait_for_url("**/ui/bpm/*")
+    page.get_by_role("heading", name="Entretien de recueil").wait_for()
+    accessible(page, "BPM cycle (interview)")
+    page.get_by_label("Vous arrive-t-il d'oublier").fill("Parfois le soir")
+    page.get_by_label("Mode de vie").fill("Marche tous les jours")
+    page.get_by_role("button", name="Enregistrer l'étape « Entretien de recueil »").click()
+    page.get_by_role("heading", name="Analyse des traitements").wait_for()
+
+    page.get_by_role("button", name="Analyser les traitements").click()
+    page.wait_for_url("**/ui/analyses/**")
+    first = page.locator("article.finding").first
+    first.wait_for()
+    assert page.locator("section.card h2").count() >= 1  # grouped by severity
+    assert "Source" in page.locator("article.finding .source").first.inner_text()
+    accessible(page, "analysis review")
+    title = first.locator("h3").inner_text()
+    first.get_by_role("button", name="Retenir", exact=True).click()
+    accepted = page.locator("article.finding.accepted")
+    accepted.wait_for()  # the finding was swapped in place by htmx
+    assert accepted.locator("h3").inner_text() == title
+    assert "retenue" in accepted.locator(".status").inner_text()
+    page.get_by_label("Nouvelle proposition").fill("Réévaluer l'aspirine avec le cardiologue")
+    page.get_by_role("button", name="Ajouter la proposition").click()
+    page.locator("#proposal-list", has_text="cardiologue").wait_for()
+    page.get_by_role("button", name="Valider l'analyse").click()
+    page.wait_for_url("**/ui/bpm/*")
+    done = page.locator("li.step.done", has_text="Analyse des traitements")
+    done.get_by_text("Notes").click()
+    notes = done.locator("pre.notes").inner_text()
+    assert "[Retenue]" in notes and "cardiologue" in notes
+
+
+def test_catalogue_opens_the_product_of_a_scanned_datamatrix(
+    appliance: Appliance, page: Any
+) -> None:
+    page.goto(appliance.base_url + "/ui/medications")
+    accessible(page, "catalogue search")
+    scan = f"010{COUMADINE_CIP13}17270331" + "10LOT42"
+    page.get_by_label("Nom, substance (DCI), CIS").fill(scan)
+    page.get_by_label("Nom, substance (DCI), CIS").press("Enter")
+    page.wait_for_url("**/ui/medications/63245753")
+    assert "COUMADINE" in page.get_by_role("heading", level=1).inner_text()
+    assert page.get_by_role("heading", name="Ruptures et tensions").is_visible()
+    accessible(page, "product page")
+
+
+def test_admin_pages(appliance: Appliance, page: Any) -> None:
+    page.goto(appliance.base_url + "/ui/admin")
+    assert page.get_by_role("heading", name="État du système").is_visible()
+    assert page.get_by_role("cell", name="lucas", exact=True).is_visible()
+    accessible(page, "admin")
+    page.get_by_role("link", name="Rechercher dans le journal d'audit").click()
+    page.get_by_label("Action").fill("read")
+    page.get_by_role("button", name="Filtrer").click()
+    assert page.locator("table.list tbody tr").count() >= 1
+    accessible(page, "audit search")
+
+
+def test_tablet_layout_keeps_the_navigation_usable(appliance: Appliance, page: Any) -> None:
+    page.set_viewport_size({"width": 800, "height": 1280})  # 10-inch tablet, portrait
+    try:
+        page.goto(appliance.base_url + f"/ui/patients/{appliance.patient_id}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 800, f"horizontal scroll on a tablet: {width}px"
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Aller au contenu"
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def test_expired_session_returns_to_login_with_the_target_kept(
+    appliance: Appliance, page: Any, browser_context: Any
+) -> None:
+    target = f"/ui/patients/{appliance.patient_id}"
+    browser_context.add_cookies(
+        [{"name": "hygie_session", "value": "x" * 43, "domain": "127.0.0.1", "path": "/ui"}]
+    )
+    page.goto(appliance.base_url + target)
+    assert "/ui/login" in page.url
+    assert page.get_by_text("Votre session a expiré").is_visible()
+    login(page, appliance.base_url, target=target)
+    assert page.url.endswith(target)
+
+
+def test_forms_without_the_csrf_token_are_refused(appliance: Appliance, page: Any) -> None:
+    answer = page.request.post(
+        appliance.base_url + f"/ui/patients/{appliance.patient_id}/analysis",
+        form={"cycle_id": ""},
+        max_redirects=0,
+    )
+    assert answer.status == 403
+
+
+def test_logout_revokes_the_session(appliance: Appliance, page: Any) -> None:
+    page.goto(appliance.base_url + "/ui/")
+    page.get_by_role("button", name="Se déconnecter").click()
+    page.wait_for_url("**/ui/login?reason=logout")
+    assert page.get_by_text("Vous êtes déconnecté").is_visible()
+    page.goto(appliance.base_url + "/ui/patients")
+    assert "/oauth/authorize" in page.url or "/ui/login" in page.url
+
+
+def test_server_log_has_no_error(appliance: Appliance) -> None:
+    log = Path(appliance.log).read_text(errors="replace")
+    assert '"level": "error"' not in log, log[-3000:]
