@@ -21,7 +21,8 @@ from appliance.keys import SecretError
 from appliance.platform import Platform
 from appliance.problems import Problem
 from appliance.security import requires
-from drivers.cps_vitale import CardError, CpsCard, VitaleCard, list_readers
+from drivers.cps_vitale import CardError, CardTimeout, CpsCard, VitaleCard, list_readers
+from drivers.cps_vitale.errors import NoCard
 from services.cards import logic
 from services.cards.models import (
     BeneficiaryView,
@@ -151,6 +152,8 @@ class CardsController(Controller):
         matching patient record and a pre-filled form) or a CPS's public identity."""
         try:
             card = logic.read(platform.settings, data.reader, timeout_s=0)
+        except CardTimeout as exc:
+            raise card_problem(NoCard(detail=exc.detail)) from exc
         except CardError as exc:
             raise card_problem(exc) from exc
         if isinstance(card, VitaleCard):
