@@ -82,7 +82,9 @@ def test_login_by_authorization_code_lands_on_the_asked_page(
     assert page.get_by_text("Claire Martin").is_visible()
     cookies = {c["name"]: c for c in page.context.cookies()}
     session = cookies["hygie_session"]
-    assert session["httpOnly"] and session["sameSite"] == "Lax" and session["path"] == "/ui"
+    assert session["httpOnly"]
+    assert session["sameSite"] == "Lax"
+    assert session["path"] == "/ui"
     accessible(page, "patients page")
 
 
@@ -161,7 +163,8 @@ def test_bpm_enrolment_interview_analysis_and_accepted_finding(
     done = page.locator("li.step.done", has_text="Analyse des traitements")
     done.get_by_text("Notes").click()
     notes = done.locator("pre.notes").inner_text()
-    assert "[Retenue]" in notes and "cardiologue" in notes
+    assert "[Retenue]" in notes
+    assert "cardiologue" in notes
 
 
 def test_catalogue_opens_the_product_of_a_scanned_datamatrix(
