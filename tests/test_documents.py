@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from docx import Document
 from litestar.testing import TestClient
+from PIL import Image
 
 from appliance.cli import main
 from appliance.config import load_settings
@@ -39,6 +41,8 @@ from services.documents.models import (
     Pharmacy,
     Table,
 )
+from services.llm import store as llm_store
+from services.llm.models import Draft, GenerationRecord
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bdpm-mini"
 DOLIPRANE_CIP13 = "3400935955838"
@@ -398,12 +402,15 @@ def appliance(
     result = CliRunner().invoke(main, ["catalog", "import", str(FIXTURE)])
     assert result.exit_code == 0, result.output
     (Path(env["HYGIE_KEY_DIR"]) / "documents-signing-passphrase").write_bytes(PASSPHRASE)
+    logo = tmp_path / "logo.png"
+    Image.new("RGB", (120, 60), (0, 128, 64)).save(logo)
     for key, value in {
         "HYGIE_PHARMACY_NAME": "Pharmacie du Centre",
         "HYGIE_PHARMACY_ADDRESS": "1 rue de la Paix|75001 Paris",
         "HYGIE_PHARMACY_FINESS": "750000001",
         "HYGIE_DOCUMENTS_SIGNING_PKCS12": str(pki.p12),
         "HYGIE_DOCUMENTS_TRUST_ROOTS": str(pki.ca_pem),
+        "HYGIE_PHARMACY_LOGO": str(logo),
     }.items():
         monkeypatch.setenv(key, value)
     app = create_app(load_settings())
@@ -466,6 +473,22 @@ def _setup_patient(client: TestClient[Any], headers: dict[str, str]) -> tuple[st
     return pid, cid
 
 
+def _generation(patient_id: str, *, valid: bool) -> GenerationRecord:
+    return GenerationRecord(
+        id=f"gen-{uuid.uuid4().hex}",
+        task="bpm_synthesis",
+        patient_id=patient_id,
+        strategy="single",
+        template_version="bpm_synthesis/v1",
+        params={},
+        input_sha256="0" * 64,
+        output_sha256="1" * 64,
+        valid=valid,
+        draft=Draft(texte="Synthèse rédigée pour le test.") if valid else None,
+        attempts=[],
+    )
+
+
 def test_generate_sign_verify_export_over_http(
     appliance: tuple[TestClient[Any], Platform], token_for: Callable[..., str]
 ) -> None:
@@ -501,6 +524,44 @@ def test_generate_sign_verify_export_over_http(
     }
     assert words["docx"] == words["html"]
     assert _chars(words["pdf"]) == _chars(words["html"])
+
+    # the logo from configuration is in every format
+    with pdfplumber.open(io.BytesIO(contents["pdf"])) as opened:
+        assert opened.pages[0].images
+    assert Document(io.BytesIO(contents["docx"])).inline_shapes
+    assert b'src="data:image/png;base64,' in contents["html"]
+
+    # a validated LLM draft of this patient replaces the engine's wording, and says so
+    generation = _generation(pid, valid=True)
+    llm_store.save(platform.store, generation, actor="user-test")
+    drafted = client.post(
+        "/api/v1/documents",
+        json={"kind": "synthesis", "patient_id": pid, "generation_id": generation.id},
+        headers=headers,
+    )
+    assert drafted.status_code == 201, drafted.text
+    assert drafted.json()["synthesis_source"] == generation.id
+    text = pdf_text(
+        client.get(f"/api/v1/documents/{drafted.json()['id']}/content", headers=headers).content
+    )
+    assert "Synthèse rédigée pour le test" in text
+    assert "modèle de langage local" in text
+    rejected = _generation(pid, valid=False)
+    llm_store.save(platform.store, rejected, actor="user-test")
+    refused = client.post(
+        "/api/v1/documents",
+        json={"kind": "synthesis", "patient_id": pid, "generation_id": rejected.id},
+        headers=headers,
+    )
+    assert refused.status_code == 409
+    other = _generation("autre-patient", valid=True)
+    llm_store.save(platform.store, other, actor="user-test")
+    mismatch = client.post(
+        "/api/v1/documents",
+        json={"kind": "synthesis", "patient_id": pid, "generation_id": other.id},
+        headers=headers,
+    )
+    assert mismatch.status_code == 400
 
     # other kinds
     plan = client.post(
