@@ -299,3 +299,38 @@ def test_agent_killed_with_sigkill_mid_batch(
     _ok(platform, s)
     assert cursor_position(platform.store.db) == total
     assert_exactly_once_in_order(cloud, total)
+
+
+def test_insert_write_mode_is_exactly_once_too(
+    platform: Platform, settings: Settings, pki: Pki, secantus: object
+) -> None:
+    """The faster ``insert`` mode: duplicates and sequence conflicts resolved the same way."""
+    from tests.test_sync_support import Secantus
+
+    assert isinstance(secantus, Secantus)
+    server = CloudServer(pki, secantus.uri, write_mode="insert")
+    server.start()
+    try:
+        pki.enroll(settings)
+        s = sync_settings(settings, server.url)
+        _fill(platform, 0, 20)
+        batch = _sealed_batch(platform, s)
+        assert _post(pki, server, encode_batch(batch)).status_code == 200
+        # the same entries stored meanwhile by "another delivery": seen as duplicates
+        server.store.col("events").delete_many({"seq": {"$gt": 15}})
+        again = msgspec.structs.replace(batch, delivery_id=uuid.uuid4().hex)
+        ack = msgspec.json.decode(_post(pki, server, encode_batch(again)).content, type=Ack)
+        assert (ack.stored, ack.duplicates) == (5, 15)
+        _ok(platform, s)
+        # another key under a stored sequence: refused
+        moved = msgspec.structs.replace(batch.entries[0], idempotency_key="forged")
+        from sync.envelope import content_hash
+
+        moved = msgspec.structs.replace(moved, content_hash=content_hash(TENANT, moved))
+        forged = msgspec.structs.replace(
+            batch, delivery_id=uuid.uuid4().hex, entries=[moved], last_seq=moved.seq
+        )
+        assert _post(pki, server, encode_batch(forged)).status_code == 409
+        assert_exactly_once_in_order(server, 20)
+    finally:
+        server.close()

@@ -156,12 +156,16 @@ class FailFirst:
 class CloudServer:
     """The real cloud app under uvicorn (mutual TLS) in a thread; stoppable and restartable."""
 
-    def __init__(self, pki: Pki, mongo_uri: str, database: str | None = None) -> None:
+    def __init__(
+        self, pki: Pki, mongo_uri: str, database: str | None = None, write_mode: str = "upsert"
+    ) -> None:
         self.port = free_port()
         self.settings = pki.server_settings(
             self.port, mongo_uri, database or f"t{uuid.uuid4().hex[:12]}"
         )
-        self.store = CloudStore.connect(mongo_uri, self.settings.database, timeout_ms=2000)
+        self.store = CloudStore.connect(
+            mongo_uri, self.settings.database, timeout_ms=2000, write_mode=write_mode
+        )
         self.store.ensure_indexes()
         self.app: Any = create_app(self.store, self.settings)
         self._server: uvicorn.Server | None = None

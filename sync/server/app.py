@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 import httpx
@@ -76,6 +76,7 @@ class ServerSettings(BaseModel):
     relay_interval_s: float = Field(default=5.0, gt=0)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     mongo_timeout_ms: int = Field(default=5000, ge=100)
+    write_mode: Literal["upsert", "insert"] = "upsert"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
@@ -226,7 +227,10 @@ def serve() -> None:
 
     settings = ServerSettings.from_env()
     store = CloudStore.connect(
-        settings.mongo_uri, settings.database, timeout_ms=settings.mongo_timeout_ms
+        settings.mongo_uri,
+        settings.database,
+        timeout_ms=settings.mongo_timeout_ms,
+        write_mode=settings.write_mode,
     )
     try:
         store.ensure_indexes()
@@ -309,3 +313,7 @@ def publish(tenant: str, stream: str, kind: str, remote_id: str, payload_file: A
     finally:
         store.close()
     click.echo(f"feed position {position}")
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m sync.server.app
+    main()
