@@ -21,6 +21,7 @@ APT_PACKAGES=(
     tesseract-ocr tesseract-ocr-fra poppler-utils
     fonts-comic-neue fonts-dkg-handwriting  # handwriting-like OCR eval scans
     chromium chromium-driver fonts-dejavu-core
+    softhsm2  # real PKCS#11 module standing in for the CPS card in the document signing tests
     nodejs  # npm ci of the counter UI's front-end packages (appliance/web)
     sqlite3
 )
