@@ -224,7 +224,13 @@ def test_search_by_every_key(imported: Result, client: Any, reader: dict[str, st
     assert item["status"] == "commercialisée"
     assert item["substances"] == ["PARACÉTAMOL"]
     assert item["atc"] == "N02BE01"
-    assert item["atc_source"] in {"direct", "generic_group", "composition_route", "composition"}
+    assert item["atc_source"] in {
+        "direct",
+        "generic_group",
+        "composition_route",
+        "composition",
+        "composition_name",
+    }
     box = next(p for p in item["presentations"] if p["cip13"] == DOLIPRANE_CIP13)
     assert box["reimbursement_rate"] == 65
     assert box["price_eur"] is not None

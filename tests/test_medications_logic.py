@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import msgspec
 import pytest
 
 from services.medications.atc import active_moieties, propagate
@@ -342,3 +343,19 @@ def test_parse_entries_reads_columns_by_font_and_position() -> None:
         "Précaution d'emploi",
         "Surveillance stricte de la lithémie.",
     )
+
+
+def test_atc_propagation_through_a_moiety_named_alike_under_another_code() -> None:
+    """BDPM gives some moieties two substance codes; the same name carries the code."""
+    specialities = [_speciality("10000001"), _speciality("10000002"), _speciality("10000003")]
+    twin = msgspec.structs.replace(_component("10000002", "B"), substance_name="A")
+    other = msgspec.structs.replace(_component("10000003", "C"), substance_name="Â")
+    components = [_component("10000001", "A"), twin, other]
+    assigned, ambiguous = propagate(specialities, components, [], {"10000001": "N06DA02"})
+    assert (assigned["10000002"].atc, assigned["10000002"].source) == (
+        "N06DA02",
+        "composition_name",
+    )
+    assert assigned["10000002"].evidence == "10000001"
+    assert assigned["10000003"].source == "composition_name"  # accents folded
+    assert not ambiguous

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from appliance.cli import main
 from appliance.platform import Platform
-from services.prescriptions import active_medications, logic
+from services.prescriptions import active_medications, doses, logic
 from services.prescriptions.models import (
     Duration,
     Posology,
@@ -179,7 +179,10 @@ def test_prescription_lifecycle_is_versioned_and_audited(
     rx = view["id"]
     assert view["version"] == 1
     assert view["validation"]["valid"] is True
-    assert view["validation"]["posology_range"] == [logic.POSOLOGY_NOT_CHECKED] * 2
+    checked, inhaled = view["validation"]["posology_range"]
+    assert checked.startswith("checked: 3000 mg/day within the maximum of 4000 mg/day for adults")
+    assert "RCP DOLIPRANE" in checked
+    assert inhaled == logic.POSOLOGY_NOT_CHECKED
     assert view["treatment_end"] == logic.add_months(TODAY - timedelta(days=10), 3).isoformat()
 
     changed = body(pid, renewals=0, expected_version=1)
@@ -283,3 +286,59 @@ def test_redundancy_across_prescriptions_uses_the_analysis_engine(
     assert ["N02BE01"] in atc_sets
     assert any(len(atc) == 2 and all(a.startswith("C10AA") for a in atc) for atc in atc_sets)
     assert ("read_redundancies", pid, "success") in audit_of(platform, "patient")
+
+
+def _product(name: str, moiety: str, *more: str) -> Product:
+    substances = tuple((str(i), n) for i, n in enumerate((moiety, *more)))
+    return Product(cis="60000000", name=name, atc=None, substances=substances)
+
+
+def test_daily_dose_against_the_rcp_maximum() -> None:
+    table = doses.load_table()
+    zolpidem = _product("STILNOX 10 mg, comprimé pelliculé sécable", "TARTRATE DE ZOLPIDEM")
+    one = Posology(dose=1, unit="comprimé", times_of_day=("bedtime",))
+    older = doses.check_line(one, zolpidem, 80, table)
+    assert older.over
+    assert "10 mg/day exceeds the maximum of 5 mg/day for 65 years and over" in older.text
+    assert "not yet verified" in older.text
+    younger = doses.check_line(one, zolpidem, 50, table)
+    assert younger.checked
+    assert not younger.over
+    metformin = _product("GLUCOPHAGE 1000 mg, comprimé pelliculé", "CHLORHYDRATE DE METFORMINE")
+    four = Posology(dose=1, unit="comprimés", times_per_day=4)
+    assert doses.check_line(four, metformin, 70, table).over
+    grams = Posology(dose=1, unit="g", times_per_day=3)
+    assert not doses.check_line(grams, metformin, 70, table).over
+    # Escitalopram is not citalopram; a combination and an unknown strength are not checked.
+    esci = _product("SEROPLEX 10 mg", "OXALATE D'ESCITALOPRAM")
+    assert (
+        "20 mg/day"
+        in doses.check_line(Posology(dose=20, unit="mg", times_per_day=1), esci, 70, table).text
+    )
+    combo = _product("X 5 mg/10 mg", "AMLODIPINE", "VALSARTAN")
+    assert not doses.check_line(one, combo, 70, table).checked
+    no_strength = _product("AMLOR, gélule", "AMLODIPINE")
+    assert "cannot be computed" in doses.check_line(one, no_strength, 70, table).text
+    assert doses.check_line(one, None, 70, table).text == "not checked: no catalog product"
+    report = logic.validate(
+        prescription(line(posology=Posology(dose=20, unit="mg", times_of_day=("bedtime",)))),
+        {0: zolpidem},
+        date(2024, 2, 1),
+        age=80,
+    )
+    assert [f.code for f in report.findings] == ["dose_above_maximum"]
+    assert report.valid  # a warning for the pharmacist, not a refusal
+
+
+def test_the_dose_table_cites_a_source_for_every_value() -> None:
+    table = doses.load_table()
+    assert len(table.dose) >= 20
+    names = [entry.substance for entry in table.dose]
+    assert len(names) == len(set(names))
+    for entry in table.dose:
+        assert entry.source.startswith("RCP "), entry.substance
+        assert "4.2" in entry.source, entry.substance
+        assert entry.max_mg_per_day > 0
+        assert (entry.max_mg_per_day_elderly is None) == (entry.elderly_from_age is None)
+        if entry.max_mg_per_day_elderly is not None:
+            assert entry.max_mg_per_day_elderly < entry.max_mg_per_day

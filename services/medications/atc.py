@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from services.medications.logic import fold
 from services.medications.models import (
     AtcAssignment,
     BdpmData,
@@ -40,6 +41,21 @@ def active_moieties(components: Iterable[Component]) -> dict[str, frozenset[str]
     return {cis: frozenset(links.values()) for cis, links in by_link.items()}
 
 
+def moiety_names(components: Iterable[Component]) -> dict[str, frozenset[str]]:
+    """CIS -> folded names of its active moieties.
+
+    BDPM sometimes gives one moiety two substance codes (old and new code of the same
+    name); comparing names as well lets such specialities share the code of their twins.
+    """
+    by_link: dict[str, dict[str, str]] = defaultdict(dict)
+    for item in components:
+        link = f"{item.element}|{item.link_no}" if item.link_no is not None else item.substance_code
+        links = by_link[item.cis]
+        if link not in links or item.nature == "FT":
+            links[link] = fold(item.substance_name)
+    return {cis: frozenset(links.values()) for cis, links in by_link.items()}
+
+
 def _unanimous(codes: set[str]) -> str | None:
     return next(iter(codes)) if len(codes) == 1 else None
 
@@ -57,7 +73,9 @@ def propagate(
     """
     routes = {s.cis: s.routes for s in specialities}
     known = set(routes)
+    components = list(components)
     moieties = {cis: key for cis, key in active_moieties(components).items() if cis in known}
+    named = {cis: key for cis, key in moiety_names(components).items() if cis in known}
     groups: dict[int, set[str]] = defaultdict(set)
     for item in generics:
         if item.cis in known:
@@ -83,11 +101,14 @@ def propagate(
                 changed = True
         with_route: dict[tuple[frozenset[str], tuple[str, ...]], dict[str, str]] = defaultdict(dict)
         any_route: dict[frozenset[str], dict[str, str]] = defaultdict(dict)
+        by_name: dict[frozenset[str], dict[str, str]] = defaultdict(dict)
         for cis in sorted(assigned):
             key = moieties.get(cis)
             if key:
                 with_route[(key, routes[cis])].setdefault(assigned[cis].atc, cis)
                 any_route[key].setdefault(assigned[cis].atc, cis)
+            if cis in named:
+                by_name[named[cis]].setdefault(assigned[cis].atc, cis)
         ambiguous = set()
         for cis in sorted(known - assigned.keys()):
             key = moieties.get(cis)
@@ -109,6 +130,17 @@ def propagate(
             if atc is not None:
                 assigned[cis] = AtcAssignment(
                     cis=cis, atc=atc, source="composition", evidence=donors[atc]
+                )
+                changed = True
+                continue
+            if donors:
+                ambiguous.add(cis)
+                continue
+            donors = by_name.get(named.get(cis, frozenset()), {})
+            atc = _unanimous(set(donors))
+            if atc is not None:
+                assigned[cis] = AtcAssignment(
+                    cis=cis, atc=atc, source="composition_name", evidence=donors[atc]
                 )
                 changed = True
             elif donors:

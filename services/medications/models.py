@@ -134,7 +134,9 @@ class BdpmData(msgspec.Struct, frozen=True, kw_only=True):
     files: tuple[FileReport, ...]
 
 
-AtcSource = Literal["direct", "generic_group", "composition_route", "composition"]
+AtcSource = Literal[
+    "direct", "generic_group", "composition_route", "composition", "composition_name"
+]
 
 
 class AtcAssignment(msgspec.Struct, frozen=True, kw_only=True):

@@ -109,6 +109,12 @@ _SALT_SUFFIXES = {
     "CALCIQUE",
     "MAGNESIQUE",
     "DISODIQUE",
+    # Ester prodrugs named after their moiety in the thesaurus (« DABIGATRAN » is dabigatran
+    # étexilate, « OLMÉSARTAN » olmésartan médoxomil): the ester is how it is given.
+    "ETEXILATE",
+    "MEDOXOMIL",
+    "AXETIL",
+    "PIVOXIL",
 }
 
 
@@ -157,6 +163,14 @@ COUNTER_IONS = frozenset(
         "SULFATE",
         "TARTRATE",
         "TOSILATE",
+        # Corticoid and hormone esters: « PROPIONATE DE FLUTICASONE » is fluticasone for
+        # the thesaurus (whose entries name the steroid, whatever the ester).
+        "ACETONIDE",
+        "DIPROPIONATE",
+        "FUROATE",
+        "HEXACETONIDE",
+        "PROPIONATE",
+        "VALERATE",
     }
 )
 """Salt-forming partners: ``CHLORHYDRATE D'AMBROXOL`` is ambroxol, ``CARBONATE DE CALCIUM``

@@ -10,7 +10,6 @@ from datetime import date
 from appliance.plugin import ServicePlugin
 from appliance.store import Store
 from services.prescriptions import store as _repository
-from services.prescriptions.cli import prescriptions as _cli
 from services.prescriptions.api import (
     ActiveLine,
     EligibilityController,
@@ -19,6 +18,7 @@ from services.prescriptions.api import (
     RedundancyController,
     active_lines,
 )
+from services.prescriptions.cli import prescriptions as _cli
 from services.prescriptions.models import Prescription, Product
 from services.prescriptions.store import MIGRATIONS
 

@@ -64,7 +64,9 @@ def line_products(store: Store, prescription: Prescription) -> dict[int, Product
 
 def view(store: Store, item: Versioned[StoredPrescription], as_of: date) -> PrescriptionView:
     prescription = item.entity.prescription
-    report = logic.validate(prescription, line_products(store, prescription), as_of)
+    birth = patient_birth_date(store, prescription.patient_id)
+    age = age_on(birth, as_of) if birth else None
+    report = logic.validate(prescription, line_products(store, prescription), as_of, age=age)
     return PrescriptionView(
         **msgspec.structs.asdict(prescription),
         id=item.entity_id,

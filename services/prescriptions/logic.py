@@ -13,6 +13,7 @@ from datetime import date, timedelta
 import msgspec
 
 from services.patients.logic import cip13_is_valid, compact, rpps_is_valid
+from services.prescriptions.doses import DoseTable, check_line, load_table
 from services.prescriptions.models import (
     FieldError,
     Finding,
@@ -27,7 +28,7 @@ DEFAULT_VALIDITY_MONTHS = 3
 """A prescription is presented for its first dispensing within three months of its date
 (Code de la santé publique, art. R.5132-22 for the lists I and II)."""
 
-POSOLOGY_NOT_CHECKED = "not checked: the catalog gives no usual dose range for this product"
+POSOLOGY_NOT_CHECKED = "not checked: no RCP maximum daily dose in the table for this product"
 
 
 def add_months(day: date, months: int) -> date:
@@ -139,13 +140,18 @@ def validate(
     prescription: Prescription,
     products: Mapping[int, Product | None],
     as_of: date,
+    *,
+    age: int | None = None,
+    doses: DoseTable | None = None,
 ) -> ValidationReport:
     """Findings about a well-formed prescription: unknown product, expiry, duplicated line,
     incomplete posology; the posology range check says per line whether it could be made.
 
     ``products`` maps a line index to the catalog's product, ``None`` when the catalog does
-    not know the CIS/CIP13 given; free-text lines are absent from it.
+    not know the CIS/CIP13 given; free-text lines are absent from it. ``age`` (the patient's,
+    on ``as_of``) selects the older-patient maximum where the RCP sets one.
     """
+    table = doses or load_table()
     findings: list[Finding] = []
     expiry = valid_until(prescription)
     if as_of > expiry:
@@ -201,6 +207,16 @@ def validate(
                     line=index,
                 )
             )
-        ranges.append(POSOLOGY_NOT_CHECKED if product else "not checked: no catalog product")
+        verdict = check_line(posology, product, age, table)
+        if verdict.over:
+            findings.append(
+                Finding(
+                    code="dose_above_maximum",
+                    severity="warning",
+                    message=verdict.text.removeprefix("checked: "),
+                    line=index,
+                )
+            )
+        ranges.append(verdict.text)
     valid = not any(f.severity == "error" for f in findings)
     return ValidationReport(as_of=as_of, valid=valid, findings=findings, posology_range=ranges)
