@@ -69,8 +69,14 @@ _NUM = r"(?:\d+(?:[.,]\d+)?|1/2|1/4|3/4|½|¼|un|une|deux|trois|quatre|cinq|six|
 
 # Units of administration as written on prescriptions → the name kept in the record.
 _UNITS: tuple[tuple[str, str], ...] = (
-    (r"cuill?(?:e|è)res?\s+(?:a|à)\s+caf(?:e|é)|c\.?\s?(?:a|à)\s?c\.?|cac", "cuillère à café"),
-    (r"cuill?(?:e|è)res?\s+(?:a|à)\s+soupe|c\.?\s?(?:a|à)\s?s\.?|cas", "cuillère à soupe"),
+    (
+        r"cuill?(?:e|è)res?\s+(?:a|à)\s+caf(?:e|é)|c\.?\s?(?:a|à)\s?(?:caf(?:e|é)|c\.?)|cac",
+        "cuillère à café",
+    ),
+    (
+        r"cuill?(?:e|è)res?\s+(?:a|à)\s+soupe|c\.?\s?(?:a|à)\s?(?:soupe|s\.?)|cas",
+        "cuillère à soupe",
+    ),
     (r"comprim(?:e|é)s?|cpr?s?\.?|comp\.?", "comprimé"),
     (r"g(?:e|é)lules?|g(?:e|é)l\.?", "gélule"),
     (r"capsules?|caps\.?", "capsule"),
@@ -122,7 +128,7 @@ _NON_SUBSTITUTABLE = re.compile(
 )
 _TIMES: tuple[tuple[re.Pattern[str], TimeOfDay], ...] = (
     (re.compile(r"\bmatin(?:s|ée)?\b|\bpetit[\s-]d(?:e|é)jeuner\b", re.IGNORECASE), "morning"),
-    (re.compile(r"\bmidi\b|\bd(?:e|é)jeuner\b(?<!petit d[eé]jeuner)", re.IGNORECASE), "noon"),
+    (re.compile(r"\bmidi\b|(?<!petit[\s-])\bd(?:e|é)jeuner\b", re.IGNORECASE), "noon"),
     (re.compile(r"\bsoir(?:s|ée)?\b|\bd[iî]ner\b", re.IGNORECASE), "evening"),
     (re.compile(r"\bcoucher\b|\bnuit\b", re.IGNORECASE), "bedtime"),
 )
@@ -255,6 +261,10 @@ _STRENGTH = re.compile(
     r"(?:\s*/\s*(\d+(?:[.,]\d+)?)?\s*(ml|g|dose|h|24\s*h))?(?![\w])",
     re.IGNORECASE,
 )
+_ONE_STRENGTH = re.compile(r"(\d+(?:[.,]\d+)?)\s*(mg|g|µg|ui|%|ml)", re.IGNORECASE)
+_MORE_STRENGTH = re.compile(
+    r"(?:\s*/\s*\d+(?:[.,]\d+)?\s*(?:mg|g|µg|ui|%|ml)(?![\w]))+", re.IGNORECASE
+)
 _MASS_MG = {"mg": 1.0, "g": 1000.0, "µg": 0.001, "mcg": 0.001, "ug": 0.001}
 
 
@@ -272,6 +282,12 @@ def parse_strength(text: str) -> str | None:
     if found.group(4):
         per = found.group(3).replace(".", ",") + " " if found.group(3) else ""
         strength += f"/{per}{found.group(4).lower()}"
+    more = _MORE_STRENGTH.match(text, found.end())
+    if more:
+        # A combination: « 8 mg/5 mg » (each moiety's strength, in the name's order).
+        strength += "/" + "/".join(
+            f"{v.replace('.', ',')} {u.lower()}" for v, u in _ONE_STRENGTH.findall(more.group(0))
+        )
     return strength
 
 
@@ -280,8 +296,8 @@ def strength_mg(strength: str | None) -> float | None:
     if not strength:
         return None
     found = _STRENGTH.match(strength.strip())
-    if not found or found.group(4):
-        return None
+    if not found or found.group(4) or found.end() != len(strength.strip()):
+        return None  # a concentration or a combination is compared as written
     unit = found.group(2).lower()
     unit = {"microgramme": "µg", "microgrammes": "µg"}.get(unit, unit)
     factor = _MASS_MG.get(unit)
@@ -349,10 +365,63 @@ def _entry_strength(entry: CatalogEntry) -> str | None:
     return strength
 
 
+_FORM_ABBREVIATIONS = {
+    "cp": "comprime",
+    "cpr": "comprime",
+    "comp": "comprime",
+    "gel": "gelule",
+    "sach": "sachet",
+    "sol": "solution",
+    "susp": "suspension",
+    "inj": "injectable",
+}
+_FORM_VOCABULARY = {
+    "comprime",
+    "gelule",
+    "sachet",
+    "effervescent",
+    "secable",
+    "pellicule",
+    "orodispersible",
+    "dispersible",
+    "gastro-resistant",
+    "liberation",
+    "prolongee",
+    "modifiee",
+    "buvable",
+    "injectable",
+    "capsule",
+    "molle",
+    "lyophilisat",
+    "sirop",
+    "suspension",
+    "solution",
+    "poudre",
+}
+_FORM_FILLERS = {"de", "en", "a", "pour", "et", "ou", "le", "la", "l'"}
+
+
+def _form_words(text: str) -> set[str]:
+    words = {w.rstrip(".s") for w in re.split(r"[\s,;:/()]+", fold(text)) if w}
+    return {_FORM_ABBREVIATIONS.get(w, w) for w in words} - _FORM_FILLERS - {""}
+
+
 def _form_score(written: str, form: str) -> float:
-    if not form:
+    """How well a catalog form fits what is written: the share of the form's words that are
+    written, less the written form words the catalog form lacks (« cp effervescent » does
+    not fit a plain « comprimé »)."""
+    wanted = _form_words(form)
+    if not wanted:
         return 0.0
-    return fuzz.partial_ratio(fold(form), fold(written)) / 100
+    have = _form_words(written)
+    found = sum(1 for word in wanted if any(h[:5] == word[:5] for h in have))
+    extra = sum(
+        1
+        for h in have
+        if h in {w.rstrip("s") for w in _FORM_VOCABULARY}
+        and not any(h[:5] == word[:5] for word in wanted)
+    )
+    return found / len(wanted) - 0.5 * extra
 
 
 def match_line(index: CatalogIndex, text: str) -> Match | None:
@@ -406,7 +475,9 @@ def match_line(index: CatalogIndex, text: str) -> Match | None:
                 form=None,
                 score=round(score * 0.9, 3),
             )
-        ranked = sorted(pool, key=lambda e: (-_form_score(text, e.form), e.name))
+        ranked = sorted(
+            pool, key=lambda e: (-_form_score(text, e.form), len(_form_words(e.form)), e.name)
+        )
         entry = ranked[0]
         ambiguous = len(pool) > 1 and _form_score(text, ranked[1].form) == _form_score(
             text, entry.form
@@ -647,11 +718,12 @@ def read_prescription(pages: Sequence[PageText], index: CatalogIndex) -> ReadPag
             if match is not None:
                 items.append(_Item(stripped, match, [], [confidence]))
                 continue
-            if items and looks_like_posology(stripped):
+            parsed = parse_posology(stripped)
+            if items and (looks_like_posology(stripped) or parsed.non_substitutable):
+                # « non substituable » under a line is that line's mention.
                 items[-1].posology.append(stripped)
                 items[-1].confidences.append(confidence)
                 continue
-            parsed = parse_posology(stripped)
             if parsed.renewals is not None and renewals is None:
                 renewals = parsed.renewals
             if parsed.non_substitutable:
@@ -669,6 +741,9 @@ def read_prescription(pages: Sequence[PageText], index: CatalogIndex) -> ReadPag
                 ocr_confidence=min(item.confidences),
             )
         )
+    for line in lines:
+        if renewals is None and line.posology.renewals is not None:
+            renewals = line.posology.renewals  # « à renouveler n fois » covers the prescription
     return ReadPage(
         prescriber_name=prescriber_name,
         prescriber_rpps=rpps,
@@ -702,6 +777,9 @@ def _after_product(text: str) -> str:
     if not strength:
         return ""
     rest = text[strength.end() :]
+    more = _MORE_STRENGTH.match(rest)
+    if more:
+        rest = rest[more.end() :]
     rest = _FORM_WORDS.sub("", rest, count=1)
     return rest.strip(" ,;:-")
 

@@ -214,10 +214,12 @@ def preprocess(image: Image.Image, dpi: float | None) -> tuple[Image.Image, Imag
     angle = skew_angle(page)
     if abs(angle) >= 0.2:
         page = page.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255)
-    cleaned = page.filter(ImageFilter.MedianFilter(3))
+    # A 3×3 box blur before the threshold takes the scanner's speckle off the paper (a
+    # median filter does it slightly better at 5× the time on an A4 page).
+    cleaned = page.filter(ImageFilter.BoxBlur(1))
     array = np.asarray(cleaned)
     threshold = otsu_threshold(array)
-    binary = Image.fromarray(np.where(array > threshold, 255, 0).astype(np.uint8))
+    binary = Image.fromarray(array > threshold)  # mode "1": 8× smaller to hand to Tesseract
     return page, binary
 
 

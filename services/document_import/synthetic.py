@@ -61,6 +61,14 @@ POSOLOGIES: tuple[PosologyTemplate, ...] = (
     PosologyTemplate("2 cp toutes les 6 heures si douleur", 2, "comprimé", 4, (), None, True),
     PosologyTemplate("1 comprimé par jour pendant 1 mois", 1, "comprimé", 1, (), 30),
     PosologyTemplate("1 cp le midi pendant 2 semaines", 1, "comprimé", 1, ("noon",), 14),
+    PosologyTemplate("1 gél le matin QSP 1 mois", 1, "gélule", 1, ("morning",), 30),
+    PosologyTemplate("1 gélule 2 fois par jour pdt 5j", 1, "gélule", 2, (), 5),
+    PosologyTemplate("2 gélules le soir pendant 3 semaines", 2, "gélule", 1, ("evening",), 21),
+    PosologyTemplate(
+        "1 sachet matin et soir pendant 10 jours", 1, "sachet", 2, ("morning", "evening"), 10
+    ),
+    PosologyTemplate("1 sachet par jour QSP 3 mois", 1, "sachet", 1, (), 90),
+    PosologyTemplate("1-0-1 pendant 15 jours", 1, None, 2, ("morning", "evening"), 15),
 )
 
 FIRST_NAMES = ("Jean", "Claire", "Sophie", "Luc", "Nadia", "Paul", "Hélène", "Marc", "Inès")
@@ -211,10 +219,13 @@ def render_synthetic_prescription(
         y += round(0.15 * dpi)
     lines: list[SyntheticLine] = []
     for cis, name in products:
-        posology = rng.choice(POSOLOGIES)
+        form = name.partition(", ")[2].lower()
+        unit = "gélule" if "gélule" in form else "sachet" if "sachet" in form else "comprimé"
+        posology = rng.choice([p for p in POSOLOGIES if p.unit in (unit, None)])
         written = written_product(name, rng)
-        if layout == "inline":
-            text(f"{written} : {posology.text}", body, margin)
+        inline = f"{written} : {posology.text}"
+        if layout == "inline" and draw.textlength(inline, font=body) < width - 2 * margin:
+            text(inline, body, margin)
         else:
             text(written, body, margin)
             text(posology.text, body, margin + round(0.4 * dpi))
