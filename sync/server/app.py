@@ -315,5 +315,41 @@ def publish(tenant: str, stream: str, kind: str, remote_id: str, payload_file: A
     click.echo(f"feed position {position}")
 
 
+@main.command("gateway-simulator")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8600, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="RSA private key (PEM), created with its .pub.pem when missing",
+)
+def gateway_simulator(host: str, port: int, key_file: Path) -> None:
+    """Run the SIMULATED insurance gateway (demos and tests; not a real endpoint)."""
+    import uvicorn
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from sync.server.gateway_simulator import create_gateway_app, new_gateway_key, public_pem
+
+    if key_file.exists():
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise click.ClickException(f"{key_file} is not an RSA private key")
+    else:
+        key = new_gateway_key()
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        key_file.chmod(0o600)
+        key_file.with_suffix(".pub.pem").write_bytes(public_pem(key))
+        click.echo(f"gateway key created; give {key_file.with_suffix('.pub.pem')} to appliances")
+    uvicorn.run(create_gateway_app(key), host=host, port=port, log_config=None)
+
+
 if __name__ == "__main__":  # pragma: no cover - python -m sync.server.app
     main()
