@@ -88,6 +88,37 @@ def test_medication_request_round_trips_without_loss() -> None:
     assert again == requests
 
 
+def test_several_dosage_instructions_round_trip() -> None:
+    """1 tablet in the morning and 2 in the evening, then a second step: one line."""
+    taper = Prescription(
+        patient_id=PID,
+        prescriber=PRESCRIPTION.prescriber,
+        prescribed_on=date(2025, 3, 1),
+        lines=(
+            PrescriptionLine(
+                cis="60234100",
+                posology=Posology(dose=1, unit="comprimé", times_of_day=("morning",), sequence=1),
+                more_posologies=(
+                    Posology(dose=2, unit="comprimé", times_of_day=("evening",), sequence=1),
+                    Posology(
+                        dose=1,
+                        unit="comprimé",
+                        times_of_day=("evening",),
+                        sequence=2,
+                        duration=Duration(value=7, unit="day"),
+                    ),
+                ),
+                original_text="1 cp le matin et 2 le soir, puis 1 le soir pendant 7 jours",
+            ),
+        ),
+    )
+    (request,) = logic.medication_requests("rx-2", taper, f"Patient/{PID}", "Practitioner/p")
+    logic.validate_resource(request)
+    assert [d.get("sequence") for d in request["dosageInstruction"]] == [1, 1, 2]
+    line, *_ = logic.request_line(request)
+    assert line == taper.lines[0]
+
+
 def test_medication_statement_round_trips_without_loss() -> None:
     statement = MedicationStatement(
         patient_id=PID,
@@ -372,10 +403,10 @@ def test_bad_bundles_and_limits(
     assert client.post("/api/v1/fhir", content=b"{", headers=headers).status_code == 400
     not_bundle = client.post("/api/v1/fhir", json={"resourceType": "Patient"}, headers=headers)
     assert not_bundle.status_code == 400
-    batch = client.post(
-        "/api/v1/fhir", json={"resourceType": "Bundle", "type": "batch"}, headers=headers
+    searchset = client.post(
+        "/api/v1/fhir", json={"resourceType": "Bundle", "type": "searchset"}, headers=headers
     )
-    assert batch.status_code == 400
+    assert searchset.status_code == 400
     big = b'{"resourceType":"Bundle","type":"collection","entry":[' + b" " * (50 * 2**20) + b"]}"
     assert client.post("/api/v1/fhir", content=big, headers=headers).status_code == 413
     path = tmp_path / "big.json"
@@ -515,3 +546,97 @@ def test_transaction_from_another_system_with_urn_uuid_references(
         "target": f"patient/{pid}",
         "message": None,
     }
+
+
+def test_batch_with_contained_and_referenced_medications(
+    catalog: None, client: Any, headers: dict[str, str], platform: Platform
+) -> None:
+    """A batch stores each valid entry; a medication may be a contained Medication or a
+    Medication entry of the bundle; a dangling reference rejects its entry only."""
+    patient_url, doctor_url, drug_url = "urn:uuid:9a01", "urn:uuid:9a02", "urn:uuid:9a03"
+    today = TODAY.isoformat()
+
+    def request(medication: dict[str, Any], group: str, **more: Any) -> dict[str, Any]:
+        return {
+            "resource": {
+                "resourceType": "MedicationRequest",
+                "status": "active",
+                "intent": "order",
+                "subject": {"reference": patient_url},
+                "requester": {"reference": doctor_url},
+                "authoredOn": today,
+                "groupIdentifier": {"system": "urn:test", "value": group},
+                **medication,
+                **more,
+            }
+        }
+
+    paracetamol = {"coding": [{"system": logic.CIS, "code": "60234100"}], "text": "Doliprane"}
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "fullUrl": patient_url,
+                "resource": {
+                    "resourceType": "Patient",
+                    "name": [{"family": "BATCH", "given": ["Lucie"]}],
+                    "gender": "female",
+                    "birthDate": "1940-02-03",
+                },
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "fullUrl": doctor_url,
+                "resource": {
+                    "resourceType": "Practitioner",
+                    "identifier": [{"system": logic.RPPS, "value": RPPS}],
+                    "name": [{"family": "Martin", "given": ["Jean"]}],
+                },
+            },
+            {"fullUrl": drug_url, "resource": {"resourceType": "Medication", "code": paracetamol}},
+            request(
+                {"medicationReference": {"reference": "#med"}},
+                "rx-a",
+                contained=[{"resourceType": "Medication", "id": "med", "code": paracetamol}],
+                dosageInstruction=[
+                    {
+                        "sequence": 1,
+                        "text": "1 le matin",
+                        "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "comprimé"}}],
+                        "timing": {"repeat": {"when": ["MORN"]}},
+                    },
+                    {
+                        "sequence": 1,
+                        "doseAndRate": [{"doseQuantity": {"value": 2, "unit": "comprimé"}}],
+                        "timing": {"repeat": {"when": ["EVE"]}},
+                    },
+                ],
+            ),
+            request({"medicationReference": {"reference": drug_url}}, "rx-b"),
+            request({"medicationReference": {"reference": "Medication/absent"}}, "rx-c"),
+        ],
+    }
+    response = client.post("/api/v1/fhir", json=bundle, headers=headers)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["bundle_type"] == "batch"
+    assert [e["outcome"] for e in report["entries"]] == [
+        "created",
+        "referenced",
+        "referenced",
+        "created",
+        "created",
+        "rejected",
+    ]
+    assert "names no Medication" in report["entries"][5]["message"]
+    pid = report["entries"][0]["target"].removeprefix("patient/")
+    prescriptions = client.get(f"/api/v1/patients/{pid}/prescriptions", headers=headers).json()
+    by_cis = sorted(p["lines"][0]["cis"] for p in prescriptions)
+    assert by_cis == ["60234100", "60234100"]
+    split = next(p for p in prescriptions if p["lines"][0]["more_posologies"])
+    line = split["lines"][0]
+    assert line["posology"]["times_of_day"] == ["morning"]
+    assert line["more_posologies"][0]["dose"] == 2
+    # 3 x 1000 mg a day together: checked against the RCP maximum, within it.
+    assert split["validation"]["posology_range"][0].startswith("checked: 3000 mg/day within")

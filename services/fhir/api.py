@@ -70,7 +70,7 @@ class FhirController(Controller):
         ctx: NamedDependency[RequestContext],
         crypto: NamedDependency[PatientCrypto],
     ) -> ImportReport:
-        """Import a FHIR R4 Bundle (``collection``: each valid entry is stored;
+        """Import a FHIR R4 Bundle (``collection`` or ``batch``: each valid entry is stored;
         ``transaction``: all or nothing). The answer reports every entry."""
         try:
             bundle = msgspec.json.decode(body)

@@ -64,6 +64,7 @@ HEIGHT_LOINC = "8302-2"
 SUPPORTED = (
     "Patient",
     "Practitioner",
+    "Medication",
     "MedicationStatement",
     "MedicationRequest",
     "MedicationDispense",
@@ -236,11 +237,44 @@ def medication_concept(
     return concept
 
 
+def with_medication_concept(resource: Json, medications: dict[str, Json]) -> Json:
+    """The resource with its ``medicationReference`` replaced by the referenced Medication's
+    ``code``: a contained one (``#id``) or a Medication entry of the bundle (by fullUrl or
+    ``Medication/<id>``). A concept already given is kept; a dangling reference is refused."""
+    if resource.get("medicationCodeableConcept") or "medicationReference" not in resource:
+        return resource
+    reference = (resource.get("medicationReference") or {}).get("reference")
+    if not isinstance(reference, str) or not reference:
+        raise EntryError("medicationReference has no reference")
+    found: Json | None = None
+    if reference.startswith("#"):
+        found = next(
+            (
+                item
+                for item in resource.get("contained", [])
+                if isinstance(item, dict)
+                and item.get("resourceType") == "Medication"
+                and item.get("id") == reference[1:]
+            ),
+            None,
+        )
+    else:
+        found = medications.get(reference)
+    if found is None:
+        raise EntryError(f"medicationReference '{reference[:80]}' names no Medication here")
+    if not found.get("code"):
+        raise EntryError(f"the Medication '{reference[:80]}' has no code")
+    result = {k: v for k, v in resource.items() if k != "medicationReference"}
+    result["medicationCodeableConcept"] = found["code"]
+    return result
+
+
 def concept_product(concept: Json | None) -> tuple[str | None, str | None, str | None]:
-    """(CIS, CIP13, label) of a medicationCodeableConcept; ATC codes are checked, not kept
-    (the catalog gives them back from the CIS)."""
+    """(CIS, CIP13, label) of a medicationCodeableConcept (or of the Medication a
+    medicationReference names, resolved beforehand); ATC codes are checked, not kept (the
+    catalog gives them back from the CIS)."""
     if not concept:
-        raise EntryError("medicationCodeableConcept is required (medicationReference is not read)")
+        raise EntryError("medicationCodeableConcept or medicationReference is required")
     for code in _codes(concept, ATC):
         if not _ATC_SHAPE.fullmatch(code):
             raise EntryError(f"'{code}' is not an ATC code")
@@ -255,6 +289,8 @@ def concept_product(concept: Json | None) -> tuple[str | None, str | None, str |
 
 def dosage(posology: Posology, text: str | None) -> Json:
     result: Json = {}
+    if posology.sequence is not None:
+        result["sequence"] = posology.sequence
     if text:
         result["text"] = text
     if posology.as_needed:
@@ -283,11 +319,27 @@ def dosage(posology: Posology, text: str | None) -> Json:
 
 
 def posology(dosages: list[Json] | None) -> tuple[Posology, str | None]:
+    """The single dosage of a MedicationStatement (several: rejected, split the statement)."""
     if not dosages:
         return Posology(), None
     if len(dosages) > 1:
-        raise EntryError("only one dosageInstruction per line is read (split the line)")
-    item = dosages[0]
+        raise EntryError("only one dosage per statement is read (split the statement)")
+    return _one_posology(dosages[0])
+
+
+def posologies(dosages: list[Json] | None) -> tuple[tuple[Posology, ...], str | None]:
+    """Every dosageInstruction of a MedicationRequest, in the given order, and the prescriber's
+    text (the first instruction's; the others' are kept when they differ, joined by « ; »)."""
+    if not dosages:
+        return (Posology(),), None
+    if len(dosages) > 11:
+        raise EntryError("at most 11 dosageInstruction per line are read")
+    read = [_one_posology(item) for item in dosages]
+    texts = list(dict.fromkeys(text for _, text in read if text))
+    return tuple(item for item, _ in read), "; ".join(texts) or None
+
+
+def _one_posology(item: Json) -> tuple[Posology, str | None]:
     repeat = (item.get("timing") or {}).get("repeat") or {}
     times = None
     if "frequency" in repeat:
@@ -321,6 +373,7 @@ def posology(dosages: list[Json] | None) -> tuple[Posology, str | None]:
                 "times_of_day": list(when),
                 "duration": msgspec.to_builtins(duration) if duration else None,
                 "as_needed": bool(item.get("asNeededBoolean", False)),
+                "sequence": item.get("sequence"),
             },
             Posology,
         )
@@ -400,9 +453,12 @@ def medication_requests(
                 "start": prescription.prescribed_on.isoformat(),
                 "end": prescription.valid_until.isoformat(),
             }
-        dose = dosage(line.posology, line.original_text)
-        if dose:
-            request["dosageInstruction"] = [dose]
+        doses = [
+            dosage(line.posology, line.original_text),
+            *(dosage(item, None) for item in line.more_posologies),
+        ]
+        if any(doses):
+            request["dosageInstruction"] = doses
         requests.append(request)
     return requests
 
@@ -412,7 +468,7 @@ def request_line(resource: Json) -> tuple[PrescriptionLine, date, int, date | No
     if resource.get("intent") not in ("order", "original-order", "plan"):
         raise EntryError(f"intent '{resource.get('intent')}' is not a prescription")
     cis, cip13, label = concept_product(resource.get("medicationCodeableConcept"))
-    pos, text = posology(resource.get("dosageInstruction"))
+    found, text = posologies(resource.get("dosageInstruction"))
     authored = _day(resource.get("authoredOn"), "authoredOn")
     if authored is None:
         raise EntryError("authoredOn is required (the prescription's date)")
@@ -423,7 +479,8 @@ def request_line(resource: Json) -> tuple[PrescriptionLine, date, int, date | No
         cis=cis,
         cip13=cip13,
         label=label,
-        posology=pos,
+        posology=found[0],
+        more_posologies=found[1:],
         original_text=text,
         substitutable=bool(substitution.get("allowedBoolean", True)),
     )

@@ -46,6 +46,9 @@ _UNREADABLE = (KeyError, TypeError, ValueError, ArithmeticError, AttributeError,
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
+_TAKES_MEDICATION = frozenset({"MedicationRequest", "MedicationStatement", "MedicationDispense"})
+
+
 class BundleError(Exception):
     """The body is not a Bundle this import reads (answered 400, nothing stored)."""
 
@@ -344,8 +347,10 @@ def _entries(bundle: Any) -> tuple[str, list[_Entry]]:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BundleError("the body is not a FHIR Bundle (resourceType must be 'Bundle')")
     kind = bundle.get("type")
-    if kind not in ("collection", "transaction"):
-        raise BundleError(f"Bundle.type must be 'collection' or 'transaction', not {kind!r}")
+    if kind not in ("collection", "batch", "transaction"):
+        raise BundleError(
+            f"Bundle.type must be 'collection', 'batch' or 'transaction', not {kind!r}"
+        )
     raw = bundle.get("entry", [])
     if not isinstance(raw, list):
         raise BundleError("Bundle.entry must be a list")
@@ -385,6 +390,26 @@ def import_bundle(
         except _UNREADABLE as exc:
             entry.outcome, entry.target = "rejected", None
             entry.message = f"could not be read ({exc.__class__.__name__})"
+
+    medications: dict[str, Json] = {}
+    for entry in valid:
+        if entry.resource_type == "Medication":
+            resource = entry.resource or {}
+            own = f"Medication/{resource['id']}" if resource.get("id") else None
+            for key in (entry.full_url, own):
+                if key:
+                    medications[key] = resource
+            entry.outcome, entry.message = "referenced", "read for the references to it"
+    resolved: list[_Entry] = []
+    for entry in valid:
+        if entry.resource_type in _TAKES_MEDICATION:
+            try:
+                entry.resource = logic.with_medication_concept(entry.resource or {}, medications)
+            except EntryError as exc:
+                entry.outcome, entry.message = "rejected", str(exc)
+                continue
+        resolved.append(entry)
+    valid = resolved
 
     order = {"Practitioner": 0, "Patient": 1}
     for entry in sorted(valid, key=lambda e: order.get(e.resource_type or "", 2)):

@@ -138,12 +138,28 @@ def daily_mg(posology: Posology, product: Product) -> float | None:
     return None
 
 
+def line_daily_mg(posologies: tuple[Posology, ...], product: Product) -> float | None:
+    """The line's highest daily dose: instructions of the same sequence add up (morning and
+    evening doses), successive sequences do not (a taper's steps): the largest counts."""
+    by_step: dict[int | None, float] = {}
+    for item in posologies:
+        dose = daily_mg(item, product)
+        if dose is None:
+            return None
+        by_step[item.sequence] = by_step.get(item.sequence, 0.0) + dose
+    together = by_step.pop(None, 0.0)
+    return max([together + step for step in by_step.values()] or [together])
+
+
 def _mg(value: float) -> str:
     return f"{value:g} mg/day"
 
 
 def check_line(
-    posology: Posology, product: Product | None, age: int | None, table: DoseTable
+    posology: Posology | tuple[Posology, ...],
+    product: Product | None,
+    age: int | None,
+    table: DoseTable,
 ) -> DoseVerdict:
     """Compare the line's daily dose with the RCP maximum (the older-patient one when the
     patient's age reaches it). Unverified table values are said to be so."""
@@ -156,7 +172,8 @@ def check_line(
             over=False,
             text="not checked: no RCP maximum daily dose in the table for this product",
         )
-    dose = daily_mg(posology, product)
+    posologies = posology if isinstance(posology, tuple) else (posology,)
+    dose = line_daily_mg(posologies, product)
     if dose is None:
         return DoseVerdict(
             checked=False,

@@ -83,17 +83,20 @@ def mandatory_errors(prescription: Prescription, today: date) -> list[FieldError
             errors.append(FieldError(f"{key}.cis", "a CIS has 8 digits"))
         if line.cip13 and not cip13_is_valid(line.cip13):
             errors.append(FieldError(f"{key}.cip13", "not a valid CIP13 (EAN-13 key)"))
-        posology = line.posology
-        if posology.dose is not None and posology.unit is None:
-            errors.append(FieldError(f"{key}.posology.unit", "a dose needs its unit"))
-        if (
-            posology.times_of_day
-            and posology.times_per_day is not None
-            and posology.times_per_day != len(set(posology.times_of_day))
-        ):
-            errors.append(
-                FieldError(f"{key}.posology.times_per_day", "does not match times_of_day")
-            )
+        named = [("posology", line.posology)] + [
+            (f"more_posologies.{i}", item) for i, item in enumerate(line.more_posologies)
+        ]
+        for path, posology in named:
+            if posology.dose is not None and posology.unit is None:
+                errors.append(FieldError(f"{key}.{path}.unit", "a dose needs its unit"))
+            if (
+                posology.times_of_day
+                and posology.times_per_day is not None
+                and posology.times_per_day != len(set(posology.times_of_day))
+            ):
+                errors.append(
+                    FieldError(f"{key}.{path}.times_per_day", "does not match times_of_day")
+                )
     return errors
 
 
@@ -207,7 +210,7 @@ def validate(
                     line=index,
                 )
             )
-        verdict = check_line(posology, product, age, table)
+        verdict = check_line((posology, *line.more_posologies), product, age, table)
         if verdict.over:
             findings.append(
                 Finding(

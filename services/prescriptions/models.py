@@ -47,6 +47,10 @@ class Posology(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     duration: Duration | None = None
     as_needed: bool = False
     """« si besoin »."""
+    sequence: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    """Order among a line's dosage instructions (FHIR ``Dosage.sequence``): instructions
+    with the same number apply together (1 tablet in the morning + 2 in the evening), a
+    higher number follows the lower ones (a taper); ``None``: applies together."""
 
 
 class PrescriptionLine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -56,6 +60,9 @@ class PrescriptionLine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     cip13: Code | None = None
     label: Label | None = None
     posology: Posology = Posology()
+    more_posologies: Annotated[tuple[Posology, ...], msgspec.Meta(max_length=10)] = ()
+    """Further dosage instructions of the same line (a different dose in the evening, the
+    next step of a taper), as FHIR carries several ``dosageInstruction``."""
     original_text: Text | None = None
     substitutable: bool = True
 
