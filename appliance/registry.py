@@ -8,6 +8,7 @@ from appliance.security.revocation import SECURITY_MIGRATIONS
 from appliance.store import Migration
 from appliance.tasks import PLATFORM_MIGRATIONS
 from services.analysis import PLUGIN as ANALYSIS
+from services.billing import PLUGIN as BILLING
 from services.cards import PLUGIN as CARDS
 from services.document_import import PLUGIN as DOCUMENT_IMPORT
 from services.documents import PLUGIN as DOCUMENTS
@@ -17,6 +18,7 @@ from services.llm import PLUGIN as LLM
 from services.medications import PLUGINS as MEDICATIONS
 from services.patients import PLUGIN as PATIENTS
 from services.prescriptions import PLUGIN as PRESCRIPTIONS
+from services.sesam_vitale import PLUGIN as SESAM_VITALE
 from services.workstations import PLUGIN as WORKSTATIONS
 from sync import PLUGIN as SYNC
 
@@ -34,6 +36,8 @@ INSTALLED_SERVICES: tuple[ServicePlugin, ...] = (
     DOCUMENTS,
     SYNC,
     BACKUP,
+    SESAM_VITALE,
+    BILLING,
 )
 
 

@@ -230,10 +230,10 @@ def test_bpm_steps_billed_signed_sent_and_paid(env: Env) -> None:
 
     fse_ids = [tac.json()["fse"]["id"], recueil["fse"]["id"]]
     for fid in fse_ids:
-        signed = env.client.post(f"/api/v1/billing/fse/{fid}/sign", headers=h)
+        signed = env.client.post(f"/api/v1/billing/fse/{fid}/sign", json={}, headers=h)
         assert signed.status_code == 200, signed.text
         assert signed.json()["fse"]["signature"]["signer_rpps"] == "10000000006"
-    again = env.client.post(f"/api/v1/billing/fse/{fse_ids[0]}/sign", headers=h)
+    again = env.client.post(f"/api/v1/billing/fse/{fse_ids[0]}/sign", json={}, headers=h)
     assert again.status_code == 409
 
     sent = env.client.post("/api/v1/billing/lots", headers=h)
@@ -296,7 +296,7 @@ def test_rejected_fse_is_listed(env: Env) -> None:
     cid = open_cycle(env, pid, ["adhesion", "recueil"])
     h = env.headers
     fse = bill(env, pid, cid, "recueil").json()["fse"]
-    env.client.post(f"/api/v1/billing/fse/{fse['id']}/sign", headers=h)
+    env.client.post(f"/api/v1/billing/fse/{fse['id']}/sign", json={}, headers=h)
     lot = env.client.post("/api/v1/billing/lots", headers=h).json()["lot"]
     ack, answer = transmit(env, lot)
     assert ack["acknowledged_lots"] == [lot["id"]]
@@ -351,9 +351,9 @@ def test_returns_are_applied_once_and_malformed_ones_refused(env: Env) -> None:
 def test_exports_and_summary(env: Env) -> None:
     h = env.headers
     fec = env.client.get(
-        "/api/v1/billing/export",
+        "/api/v1/billing/export/fec",
         headers=h,
-        params={"start": "2024-01-01", "end": "2024-12-31", "format": "fec"},
+        params={"start": "2024-01-01", "end": "2024-12-31"},
     )
     assert fec.status_code == 200, fec.text
     assert "123456789FEC20241231.txt" in fec.headers["content-disposition"]
@@ -364,18 +364,20 @@ def test_exports_and_summary(env: Env) -> None:
     credit = sum(int(x.split("\t")[12].replace(",", "")) for x in lines[1:])
     assert debit == credit > 0
     pipe = env.client.get(
-        "/api/v1/billing/export",
+        "/api/v1/billing/export/fec",
         headers=h,
-        params={"start": "2024-01-01", "end": "2024-12-31", "format": "fec", "separator": "pipe"},
+        params={"start": "2024-01-01", "end": "2024-12-31", "separator": "pipe"},
     )
     assert all(len(line.split("|")) == 18 for line in pipe.text.rstrip("\n").split("\n"))
     csv_text = env.client.get(
-        "/api/v1/billing/export", headers=h, params={"start": "2024-01-01", "end": "2024-12-31"}
+        "/api/v1/billing/export/csv", headers=h, params={"start": "2024-01-01", "end": "2024-12-31"}
     ).text
     assert csv_text.startswith("date,journal,entry,account")
     assert (
         env.client.get(
-            "/api/v1/billing/export", headers=h, params={"start": "2024-12-31", "end": "2024-01-01"}
+            "/api/v1/billing/export/csv",
+            headers=h,
+            params={"start": "2024-12-31", "end": "2024-01-01"},
         ).status_code
         == 400
     )
@@ -454,7 +456,7 @@ def test_relay_items_from_the_sync_inbox_are_reconciled(env: Env) -> None:
     pid = make_patient(env, first, {"amo": AMO})
     cid = open_cycle(env, pid, ["adhesion", "recueil"])
     fse = bill(env, pid, cid, "recueil").json()["fse"]
-    env.client.post(f"/api/v1/billing/fse/{fse['id']}/sign", headers=h)
+    env.client.post(f"/api/v1/billing/fse/{fse['id']}/sign", json={}, headers=h)
     lot = env.client.post("/api/v1/billing/lots", headers=h).json()["lot"]
     total = lot["lot"]["total_amo_cents"]
     store = env.platform.store
@@ -481,7 +483,7 @@ def test_relay_items_from_the_sync_inbox_are_reconciled(env: Env) -> None:
             payload={"lot_id": lot["id"], "amount_cents": total, "paid_on": "2024-06-20"},
         )
     results = process_inbox(store, actor="system:worker")
-    assert [r.acknowledged_lots for r in results][0] == [lot["id"]]
+    assert results[0].acknowledged_lots == [lot["id"]]
     assert "à rapprocher à la main" in results[1].ignored[0]
     assert results[1].paid == []
     assert results[2].paid == [fse["id"]]

@@ -37,6 +37,7 @@ from services.billing.models import (
     ReturnInput,
     ReturnResult,
     SendResult,
+    SignInput,
     UnpaidItem,
 )
 from services.patients import PatientCrypto
@@ -354,6 +355,7 @@ class BillingController(Controller):
     def sign_fse(
         self,
         fse_id: FromPath[UUID],
+        data: JSONBody[SignInput],
         state: State,
         platform: NamedDependency[Platform],
         store: NamedDependency[Store],
@@ -374,7 +376,11 @@ class BillingController(Controller):
                 "FSE inconnue.",
                 "not_found",
             )
-        signer = _signer(state, platform)
+        signer: sesam_vitale.FseSigner = (
+            sesam_vitale.CpsFseSigner(platform.settings, data.pin)
+            if data.pin
+            else _signer(state, platform)
+        )
         try:
             signed = sesam_vitale.sign_fse(store, object_id, signer, actor=ctx.actor)
         except sesam_vitale.StateError as exc:
@@ -550,8 +556,8 @@ class BillingController(Controller):
 
     # ------------------------------------------------------------------ reports
 
-    @get("/export", guards=[requires(READ)], sync_to_thread=True)
-    def export(
+    @get("/export/csv", guards=[requires(READ)], sync_to_thread=True, media_type="text/csv")
+    def export_csv(
         self,
         platform: NamedDependency[Platform],
         store: NamedDependency[Store],
@@ -559,17 +565,32 @@ class BillingController(Controller):
         ctx: NamedDependency[RequestContext],
         start: FromQuery[date],
         end: FromQuery[date],
-        export_format: Annotated[Literal["csv", "fec"], Parameter(query="format")] = "csv",
-        separator: Literal["tab", "pipe"] = "tab",
     ) -> Response[str]:
-        """Accounting entries of the period: CSV, or the FEC (18 columns, tab or pipe)."""
-        if end < start:
-            raise Problem(400, "period", "La fin de période précède son début.")
-        text, name, media = _export(platform, store, start, end, export_format, separator)
-        record(audit, ctx, "billing_export", "accounting", [f"{start}..{end}"], purpose=PURPOSE)
+        """Accounting entries of the period as CSV (comma, dot decimals)."""
+        text, name = _export(platform, store, audit, ctx, start, end, "csv", "tab")
         return Response(
             text,
-            media_type=media,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    @get("/export/fec", guards=[requires(READ)], sync_to_thread=True, media_type="text/plain")
+    def export_fec(
+        self,
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+        start: FromQuery[date],
+        end: FromQuery[date],
+        separator: Literal["tab", "pipe"] = "tab",
+    ) -> Response[str]:
+        """Accounting entries of the period as the FEC: 18 columns, tab or pipe separated,
+        named ``<SIREN>FEC<closing date>.txt``."""
+        text, name = _export(platform, store, audit, ctx, start, end, "fec", separator)
+        return Response(
+            text,
+            media_type="text/plain; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
@@ -588,13 +609,23 @@ class BillingController(Controller):
 
 
 def _export(
-    platform: Platform, store: Store, start: date, end: date, fmt: str, separator: str
-) -> tuple[str, str, str]:
+    platform: Platform,
+    store: Store,
+    audit: AuditLog,
+    ctx: RequestContext,
+    start: date,
+    end: date,
+    fmt: str,
+    separator: str,
+) -> tuple[str, str]:
+    if end < start:
+        raise Problem(400, "period", "La fin de période précède son début.")
     entries = logic.accounting_entries(
         repository.invoices(store), repository.all_payments(store.db), start=start, end=end
     )
+    record(audit, ctx, f"billing_export_{fmt}", "accounting", [f"{start}..{end}"], purpose=PURPOSE)
     if fmt == "csv":
-        return logic.csv_text(entries), f"ecritures-{start}-{end}.csv", "text/csv"
+        return logic.csv_text(entries), f"ecritures-{start}-{end}.csv"
     text = logic.fec_text(entries, "\t" if separator == "tab" else "|")
     siren = platform.settings.billing_siren or "000000000"
-    return text, logic.fec_file_name(siren, end), "text/plain"
+    return text, logic.fec_file_name(siren, end)

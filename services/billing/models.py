@@ -115,6 +115,12 @@ class CheckRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     kind: Literal["rights", "insi"]
 
 
+class SignInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4,8}$")] | None = None
+    """The CPS PIN: signs with the pharmacist's card in the reader. Without it, the signer
+    configured on the appliance signs (software key for tests and demos)."""
+
+
 class PaymentInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     payer: Literal["amc", "patient"]
     amount_cents: PositiveCents

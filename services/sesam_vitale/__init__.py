@@ -36,6 +36,7 @@ from services.sesam_vitale.logic import (
 )
 from services.sesam_vitale.models import CheckKind, CheckRecord, Fse, Lot, TariffEdition
 from services.sesam_vitale.signing import (
+    CpsFseSigner,
     FseSigner,
     SignerUnavailable,
     SoftwareKeySigner,
@@ -271,6 +272,7 @@ PLUGIN = ServicePlugin(
 __all__ = [
     "PLUGIN",
     "BillingRuleError",
+    "CpsFseSigner",
     "Fse",
     "FseNotFound",
     "FseSigner",

@@ -159,12 +159,30 @@ def rerun_command() -> None:
 
 @sesam.command("sign")
 @click.argument("fse_id")
-def sign_command(fse_id: str) -> None:
-    """Sign a created FSE with the configured signer (software key in the key directory)."""
-    from services.sesam_vitale import FseNotFound, SoftwareKeySigner, StateError, sign_fse
+@click.option("--cps", is_flag=True, help="Sign with the CPS card in the reader (PIN asked).")
+def sign_command(fse_id: str, cps: bool) -> None:
+    """Sign a created FSE: with the CPS card (--cps), else the software key of the key
+    directory (tests and demos)."""
+    from services.sesam_vitale import (
+        CpsFseSigner,
+        FseNotFound,
+        FseSigner,
+        SignerUnavailable,
+        SoftwareKeySigner,
+        StateError,
+        get_fse,
+        sign_fse,
+    )
 
     with platform_session() as platform:
-        signer = SoftwareKeySigner.from_dir(platform.settings.key_path)
+        if get_fse(platform.store.db, fse_id) is None:
+            fail(f"FSE inconnue : {fse_id}", EXIT_USAGE)
+        signer: FseSigner | None
+        if cps:
+            pin = click.prompt("Code PIN de la carte CPS", hide_input=True)
+            signer = CpsFseSigner(platform.settings, pin)
+        else:
+            signer = SoftwareKeySigner.from_dir(platform.settings.key_path)
         if signer is None:
             fail(
                 "aucun signataire : insérez la carte CPS ou installez une clé de signature",
@@ -174,7 +192,8 @@ def sign_command(fse_id: str) -> None:
             signed = sign_fse(platform.store, fse_id, signer, actor=ACTOR)
         except FseNotFound:
             fail(f"FSE inconnue : {fse_id}", EXIT_USAGE)
-        except StateError as exc:
+        except (StateError, SignerUnavailable) as exc:
+            _audit(platform, "fse_sign", "fse", fse_id, "refused")
             fail(str(exc), EXIT_FAILURE)
         _audit(platform, "fse_sign", "fse", fse_id, "success")
         click.echo(json.dumps({"id": signed.entity_id, "state": signed.entity.state}))

@@ -9,9 +9,10 @@ scheme of the CPS signature key): tests and demos use a key issued by a test CA.
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -20,6 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from services.sesam_vitale.models import FseSignature
+
+if TYPE_CHECKING:
+    from appliance.config import Settings
 
 ALGORITHM = "RSASSA-PKCS1-v1_5-SHA256"
 SIGNER_KEY_FILE = "fse-signer.key"
@@ -142,3 +146,39 @@ def verify_signature(
             return None
         return "the certificate is not issued by a trusted authority"
     return None
+
+
+class CpsFseSigner:
+    """The production signer: the pharmacist's CPS card, through the cards service.
+
+    The PIN is verified by the card itself (three wrong PINs block it), then the card signs
+    the SHA-256 digest of the FSE bytes (RSA PKCS#1 v1.5). Every card failure becomes
+    :class:`SignerUnavailable` carrying the card's French message (« Code PIN incorrect : il
+    reste N essais », carte retirée...).
+    """
+
+    def __init__(self, settings: Settings, pin: str, reader: str | None = None) -> None:
+        self._settings = settings
+        self._pin = pin
+        self._reader = reader
+
+    def sign(self, data: bytes) -> FseSignature:
+        from drivers.cps_vitale import CardError
+        from services.cards import open_signer
+
+        try:
+            with open_signer(self._settings, self._reader) as cps:
+                certificate = cps.certificate()
+                holder = cps.holder()
+                cps.verify_pin(self._pin)
+                value = cps.sign(hashlib.sha256(data).digest())
+        except CardError as exc:
+            raise SignerUnavailable(exc.message) from exc
+        return FseSignature(
+            algorithm=ALGORITHM,
+            value=base64.b64encode(value).decode(),
+            certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            signer_name=f"{holder.first_name} {holder.surname}".strip(),
+            signer_rpps=holder.rpps,
+            signed_at=datetime.now(UTC),
+        )
