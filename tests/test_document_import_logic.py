@@ -201,6 +201,13 @@ def test_match_tolerates_ocr_slips_and_never_invents() -> None:
     odd = logic.match_line(INDEX, "Doliprane 750 mg")
     assert odd is not None
     assert (odd.cis, odd.strength) == (None, "750 mg")
+    # No strength written and the brand has several: the product line is found, no CIS.
+    bare = logic.match_line(INDEX, "Doliprane cp")
+    assert bare is not None
+    assert (bare.cis, bare.substance, bare.atc) == (None, "PARACÉTAMOL", "N02BE01")
+    single = logic.match_line(INDEX, "Amlodipine Biogaran gélule")
+    assert single is not None
+    assert single.cis == "65728601"  # one strength only: nothing was chosen
     assert logic.match_line(INDEX, "Docteur Jean MARTIN") is None
     assert logic.match_line(INDEX, "Zorglub 10 mg") is None
     assert logic.match_line(logic.CatalogIndex([]), "Doliprane 1000 mg") is None

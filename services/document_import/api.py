@@ -17,12 +17,13 @@ from litestar import Controller, Response, get, patch, post, put
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, FromPath, JSONBody, Parameter
 
 from appliance.audit import AuditLog
 from appliance.dependencies import RequestContext
 from appliance.platform import Platform
-from appliance.problems import Problem
+from appliance.problems import PROBLEM_MEDIA_TYPE, Problem, ProblemDetail
 from appliance.security import requires
 from appliance.store import Store, VersionConflictError, Versioned
 from services.document_import import importer, logic, ocr
@@ -44,6 +45,17 @@ IMPORT = "prescriptions:import"
 WRITE = "patients:write"
 BASE = "/api/v1/imports"
 UPLOAD_LIMIT = ocr.MAX_FILE_BYTES + 64 * 1024
+
+
+def _unprocessable(description: str) -> dict[int, ResponseSpec]:
+    return {
+        422: ResponseSpec(
+            data_container=ProblemDetail,
+            media_type=PROBLEM_MEDIA_TYPE,
+            description=description,
+            generate_examples=False,
+        )
+    }
 
 
 @dataclass
@@ -114,6 +126,10 @@ class ImportController(Controller):
         sync_to_thread=True,
         request_max_body_size=UPLOAD_LIMIT,
         status_code=201,
+        responses=_unprocessable(
+            "Unreadable file (unsupported-format, unreadable-image, unreadable-pdf, "
+            "encrypted-pdf, ocr-timeout): French detail for the counter"
+        ),
     )
     def upload(
         self,
@@ -139,6 +155,7 @@ class ImportController(Controller):
         sync_to_thread=True,
         request_max_body_size=importer.CSV_MAX_BYTES + 64 * 1024,
         status_code=201,
+        responses=_unprocessable("Unreadable CSV (unreadable-csv): French detail"),
     )
     def upload_csv(
         self,
@@ -301,6 +318,7 @@ class ImportController(Controller):
         guards=[requires(IMPORT, WRITE)],
         sync_to_thread=True,
         status_code=201,
+        responses=_unprocessable("draft-incomplete: 'errors' lists what is missing"),
     )
     def validate_import(
         self,

@@ -109,7 +109,7 @@ _PATTERN_DOSES = re.compile(
 )
 _DURATION = re.compile(
     rf"(?:pendant|pdt|durant|dur(?:e|é)e\s*(?::|de)?|pour|x|sur|qsp|q\.s\.p\.?)\s*({_NUM})\s*"
-    r"(jours?|j\b|j\)|\)|semaines?|sem\.?|sm\b|mois|m\b)",
+    r"(jours?|j\b|j\)|\)|\]|semaines?|sem\.?|sm\b|mois|m\b)",
     re.IGNORECASE,
 )
 _QSP = re.compile(r"\bq\.?\s?s\.?\s?p\.?\s*(\d+\s*(?:jours?|j|semaines?|sem|mois))", re.IGNORECASE)
@@ -406,6 +406,10 @@ def _form_words(text: str) -> set[str]:
     return {_FORM_ABBREVIATIONS.get(w, w) for w in words} - _FORM_FILLERS - {""}
 
 
+def _digits(strength: str | None) -> str:
+    return re.sub(r"\D", "", strength or "")
+
+
 def _form_score(written: str, form: str) -> float:
     """How well a catalog form fits what is written: the share of the form's words that are
     written, less the written form words the catalog form lacks (« cp effervescent » does
@@ -461,16 +465,25 @@ def match_line(index: CatalogIndex, text: str) -> Match | None:
     if key in index.by_brand:
         candidates = index.by_brand[key]
         same = [e for e in candidates if _same_strength(strength, _entry_strength(e))]
-        pool = same or ([] if strength else candidates)
+        if strength and not same:
+            # OCR drops decimal commas (« 12,5 » read « 125 »): the digits alone, when they
+            # name exactly one strength of the brand, with a lower score.
+            digits = [e for e in candidates if _digits(_entry_strength(e)) == _digits(strength)]
+            if len({_entry_strength(e) for e in digits}) == 1:
+                same, score = digits, score * 0.9
+        if not strength and len({_entry_strength(e) for e in candidates}) == 1:
+            same = list(candidates)  # one strength only: nothing to choose
+        pool = same
         if not pool:
             # The brand exists, not at this strength: the written strength is kept, no CIS.
-            entry = candidates[0]
+            substances = {_substance_label(e) for e in candidates}
+            atcs = {e.atc for e in candidates}
             return Match(
                 cis=None,
                 cip13=None,
                 name=None,
-                substance=_substance_label(entry),
-                atc=entry.atc,
+                substance=substances.pop() if len(substances) == 1 else None,
+                atc=atcs.pop() if len(atcs) == 1 else None,
                 strength=strength,
                 form=None,
                 score=round(score * 0.9, 3),
@@ -930,13 +943,17 @@ class CsvRow:
     posology: str | None
 
 
+class _Semicolon(csv.excel):
+    delimiter = ";"
+
+
 def read_csv(text: str) -> list[CsvRow]:
     """Rows of a pharmacy-software export (``;`` or ``,`` separated, header on line 1)."""
+    dialect: type[csv.Dialect] = _Semicolon
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=";,\t")
     except csv.Error:
-        dialect = csv.excel
-        dialect.delimiter = ";"
+        pass  # one column, or no separator found: French exports use « ; »
     reader = csv.reader(io.StringIO(text), dialect)
     try:
         header = next(reader)
