@@ -182,6 +182,12 @@ class Settings(BaseModel):
     """ANS Cryptolib CPS PKCS#11 module; set: CPS PIN and signature go through it."""
     cards_vpcd_port: int = Field(default=35963, ge=1, le=65535)
     """TCP port of the virtual reader (vsmartcard-vpcd) for ``hygie cards simulate``."""
+    cards_virtual_readers: bool | None = None
+    """Use the vpcd virtual readers (« Virtual PCD »); defaults to on in dev, off in prod,
+    where a local process could otherwise insert a forged card."""
+    cards_cps_trust_roots: Path | None = None
+    """PEM bundle of the CA certificates a CPS certificate must be issued by (IGC-Santé) for
+    the CPS login; required in prod, optional in dev (virtual cards)."""
 
     # Pharmacy identity printed on documents, and the document signer (services/documents).
     pharmacy_name: str = Field(default="Pharmacie", min_length=1, max_length=120, pattern=r"\S")
@@ -225,6 +231,12 @@ class Settings(BaseModel):
     """scrypt cost of passphrase-protected backups (2^17: 128 MiB, the OWASP minimum)."""
     documents_dir: Path | None = None
     """Folder of generated and signed documents saved in backups; ``<data_dir>/documents``."""
+
+    @property
+    def uses_virtual_card_readers(self) -> bool:
+        if self.cards_virtual_readers is None:
+            return self.env is Environment.DEV
+        return self.cards_virtual_readers
 
     @property
     def runs_embedded_worker(self) -> bool:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from appliance.cli import main
 from appliance.config import Settings
 from drivers.cps_vitale import (
+    CardConfig,
     CardMonitor,
     CardRemoved,
     CardTimeout,
@@ -44,7 +45,7 @@ from drivers.cps_vitale import (
     read_card,
 )
 from drivers.cps_vitale.apdu import encode_tlv, parse_tlv
-from drivers.cps_vitale.errors import InvalidCardData, InvalidPin, PinRequired
+from drivers.cps_vitale.errors import InvalidCardData, InvalidPin, NoReader, PinRequired
 from drivers.cps_vitale.pcsc import error_for
 from drivers.cps_vitale.virtual import VirtualCard, VpcdLink, parse_card
 from drivers.cps_vitale.vitale import match_beneficiaries, parse_identity_file
@@ -407,3 +408,41 @@ def test_simulate_command_inserts_a_card(vpcd_port: int, tmp_path: Path) -> None
     code, output = run_cli("cards", "simulate", "--vitale", str(bad))
     assert code == 1
     assert "birth_date" in output
+
+
+def test_virtual_readers_hidden_where_not_allowed(vpcd_port: int) -> None:
+    """In production the vpcd readers do not count: a local process could insert a forged
+    card there."""
+    production = CardConfig(allow_virtual_readers=False)
+    assert READER not in [r.name for r in list_readers(production)]
+    assert not Settings(env="prod").uses_virtual_card_readers
+    with Inserted(vpcd_port, vitale(JEANNE)):
+        with pytest.raises((NoReader, CardTimeout)):
+            read_card(timeout_s=0.3, config=production)
+
+
+def test_cps_login_checks_issuer_and_key_possession(vpcd_port: int, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from drivers.cps_vitale.virtual.pki import holder_certificate, test_ca
+    from services.identity.cards import CardLoginError
+
+    roots = tmp_path / "roots.pem"
+    roots.write_bytes(test_ca()[1].public_bytes(Encoding.PEM))
+    trusted = Settings(cards_reader=READER, cards_cps_trust_roots=roots)
+    with Inserted(vpcd_port, cps()):
+        assert logic.CpsPinAuthenticator(trusted).authenticate_pin("t", "1234") == HOLDER["rpps"]
+    other = tmp_path / "other.pem"
+    _key, stranger = holder_certificate("AUTRE", "AC", "810000000001", "Autorité")
+    other.write_bytes(stranger.public_bytes(Encoding.PEM))
+    untrusted = Settings(cards_reader=READER, cards_cps_trust_roots=other)
+    with Inserted(vpcd_port, cps()):
+        with pytest.raises(CardLoginError, match="autorité de confiance"):
+            logic.CpsPinAuthenticator(untrusted).authenticate_pin("t", "1234")
+    impostor = cps()
+    impostor.key = holder_certificate("X", "Y", "810000000002", "Z")[0]  # type: ignore[attr-defined]
+    with Inserted(vpcd_port, impostor):
+        with pytest.raises(CardLoginError, match="prouvé détenir la clé"):
+            logic.CpsPinAuthenticator(trusted).authenticate_pin("t", "1234")
+    with pytest.raises(CardLoginError, match="IGC-Santé"):
+        logic.CpsPinAuthenticator(Settings(env="prod")).authenticate_pin("t", "1234")

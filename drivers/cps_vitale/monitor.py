@@ -36,8 +36,16 @@ Subscriber = Callable[[CardEvent], None]
 class CardMonitor:
     """Start with :meth:`start`, stop with :meth:`stop` (joins within about a second)."""
 
-    def __init__(self, publish: Subscriber, poll_ms: int = 1000, retry_s: float = 3.0):
+    def __init__(
+        self,
+        publish: Subscriber,
+        poll_ms: int = 1000,
+        retry_s: float = 3.0,
+        *,
+        hide_virtual: bool = False,
+    ):
         self.publish = publish
+        self.hide_virtual = hide_virtual
         self.poll_ms = poll_ms
         self.retry_s = retry_s
         self._stop = threading.Event()
@@ -67,7 +75,7 @@ class CardMonitor:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self._context = PcscContext()
+                self._context = PcscContext(hide_virtual=self.hide_virtual)
                 self.last_error = None
                 self._watch(self._context)
             except CardError as exc:

@@ -31,6 +31,8 @@ from drivers.cps_vitale.errors import (
 )
 
 PNP_NOTIFICATION = "\\\\?PnP?\\Notification"
+VIRTUAL_READER_PREFIX = "Virtual PCD"
+"""Readers of Debian's vsmartcard-vpcd driver (virtual cards): hidden where not allowed."""
 # Longest answer chain accepted: GET RESPONSE loops stop here (a broken card could loop).
 MAX_RESPONSE_BYTES = 65_536
 # How long a failed exchange waits for pcscd to say whether the card left (its poll is 0.4 s).
@@ -104,7 +106,8 @@ class ReaderState:
 class PcscContext:
     """One PC/SC context (a connection to pcscd); close it, or use :func:`pcsc_context`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hide_virtual: bool = False) -> None:
+        self.hide_virtual = hide_virtual
         try:
             code, handle = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
         except scard.error as exc:  # pragma: no cover - pyscard raises only on misuse
@@ -129,6 +132,8 @@ class PcscContext:
             return []
         if code != scard.SCARD_S_SUCCESS:
             raise error_for(code, "SCardListReaders")
+        if self.hide_virtual:
+            return [r for r in readers if not r.startswith(VIRTUAL_READER_PREFIX)]
         return list(readers)
 
     def status_change(
@@ -207,8 +212,8 @@ class PcscContext:
 
 
 @contextmanager
-def pcsc_context() -> Iterator[PcscContext]:
-    context = PcscContext()
+def pcsc_context(*, hide_virtual: bool = False) -> Iterator[PcscContext]:
+    context = PcscContext(hide_virtual=hide_virtual)
     try:
         yield context
     finally:

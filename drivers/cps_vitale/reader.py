@@ -37,6 +37,9 @@ class CardConfig:
     cps_key_reference: int = CPS_SIGN_KEY_REFERENCE
     exchange_timeout_s: float = 5.0
     """Longest a whole card dialogue may take once the card is in."""
+    allow_virtual_readers: bool = True
+    """Whether the vpcd virtual readers count (off in production: a local process could
+    insert a forged card there)."""
     pkcs11_module: str | None = None
     """ANS Cryptolib CPS module: when set, :func:`open_signer` goes through PKCS#11."""
 
@@ -44,9 +47,9 @@ class CardConfig:
 DEFAULT_CONFIG = CardConfig()
 
 
-def list_readers() -> list[ReaderState]:
+def list_readers(config: CardConfig = DEFAULT_CONFIG) -> list[ReaderState]:
     """Every reader pcscd knows, with whether a card is in it."""
-    with pcsc_context() as context:
+    with pcsc_context(hide_virtual=not config.allow_virtual_readers) as context:
         return context.snapshot()
 
 
@@ -81,7 +84,10 @@ def read_card(
 ) -> VitaleCard | CpsCard:
     """Wait up to ``timeout_s`` for a card (in ``reader``, or the first reader holding one),
     then read it: a Vitale's beneficiaries or a CPS's public identity (no PIN)."""
-    with pcsc_context() as context, _card(context, reader, timeout_s, config) as channel:
+    with (
+        pcsc_context(hide_virtual=not config.allow_virtual_readers) as context,
+        _card(context, reader, timeout_s, config) as channel,
+    ):
         started = time.perf_counter()
         identities = looks_like_vitale(channel)
         card: VitaleCard | CpsCard
@@ -109,7 +115,7 @@ def open_cps(
             signature = cps.sign(hashlib.sha256(document).digest())
     """
     with (
-        pcsc_context() as context,
+        pcsc_context(hide_virtual=not config.allow_virtual_readers) as context,
         _card(context, reader, timeout_s, config, reset_on_close=True) as channel,
     ):
         session = _cps(channel, config)

@@ -124,10 +124,10 @@ class CardsController(Controller):
             register_card_authenticator(logic.CpsPinAuthenticator(settings) if enabled else None)
 
     @get("/readers", guards=[requires("cards:read")], sync_to_thread=True)
-    def readers(self) -> ReadersView:
+    def readers(self, platform: NamedDependency[Platform]) -> ReadersView:
         """Every reader pcscd knows, and whether a card is in it."""
         try:
-            found = list_readers()
+            found = list_readers(logic.card_config(platform.settings))
         except CardError as exc:
             raise card_problem(exc) from exc
         return ReadersView(
@@ -166,10 +166,12 @@ class CardsController(Controller):
 
     @get("/events", guards=[requires("cards:read")], sync_to_thread=False)
     def events(
-        self, after: Annotated[int, Parameter(ge=0, le=2**53, required=False)] = 0
+        self,
+        platform: NamedDependency[Platform],
+        after: Annotated[int, Parameter(ge=0, le=2**53, required=False)] = 0,
     ) -> CardEventsView:
         """Card events since ``after`` (poll every 300-500 ms; starts the reader monitor)."""
-        monitor = logic.EVENTS.ensure_monitor()
+        monitor = logic.EVENTS.ensure_monitor(platform.settings)
         found, last = logic.EVENTS.since(after)
         error = monitor.last_error
         return CardEventsView(

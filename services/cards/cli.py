@@ -72,7 +72,7 @@ def read_command(reader: str | None, timeout_s: float | None, as_json: bool) -> 
 def readers_command(as_json: bool) -> None:
     """List the readers pcscd knows and whether a card is in each."""
     try:
-        found = list_readers()
+        found = list_readers(logic.card_config(cli_settings()))
     except CardError as exc:
         _card_failure(exc, as_json)
         return
@@ -106,7 +106,7 @@ def watch_command(count: int | None, timeout_s: float | None) -> None:
         )
         seen.release()
 
-    monitor = CardMonitor(publish)
+    monitor = CardMonitor(publish, hide_virtual=not cli_settings().uses_virtual_card_readers)
     monitor.start()
     deadline = time.monotonic() + timeout_s if timeout_s else None
     received = 0

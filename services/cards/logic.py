@@ -8,16 +8,23 @@ record, and the reader monitor's events are kept for the UI to poll.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from appliance.config import Settings
+from appliance.config import Environment, Settings
 from drivers.cps_vitale import (
     Beneficiary,
     CardConfig,
@@ -43,6 +50,7 @@ def card_config(settings: Settings) -> CardConfig:
         cps_cert_fid=bytes.fromhex(settings.cards_cps_cert_fid),
         cps_pin_reference=settings.cards_cps_pin_reference,
         exchange_timeout_s=settings.cards_exchange_timeout_s,
+        allow_virtual_readers=settings.uses_virtual_card_readers,
         pkcs11_module=str(settings.cards_pkcs11_module) if settings.cards_pkcs11_module else None,
     )
 
@@ -138,11 +146,12 @@ class CardEvents:
             self._lock.wait_for(lambda: self._seq > after, timeout=timeout_s)
         return self.since(after)[0]
 
-    def ensure_monitor(self) -> CardMonitor:
+    def ensure_monitor(self, settings: Settings) -> CardMonitor:
         """Start the reader monitor thread once per process (on the first poll)."""
         with self._lock:
             if self.monitor is None:
-                self.monitor = CardMonitor(self.publish)
+                hide = not settings.uses_virtual_card_readers
+                self.monitor = CardMonitor(self.publish, hide_virtual=hide)
                 self.monitor.start()
             return self.monitor
 
@@ -159,10 +168,11 @@ EVENTS = CardEvents()
 class CpsPinAuthenticator:
     """Fills the identity service's CPS login extension point: card + PIN → RPPS.
 
-    The PIN is verified *by the card* (VERIFY, or the Cryptolib's C_Login); only then is the
-    certificate's RPPS returned. The reader is ``cards_reader`` or the first one holding a
-    card: one CPS reader per appliance. Routing a terminal to its own reader goes through
-    the workstations' ``card_reader`` (not done yet: see docs/cards.md).
+    The PIN is verified *by the card* (VERIFY, or the Cryptolib's C_Login); the card then
+    signs a random challenge that is checked against its certificate (a card that merely
+    shows someone's public certificate cannot pass), and the certificate must be issued by a
+    CA of ``cards_cps_trust_roots`` (required in prod). Only then is the RPPS returned. The
+    reader is ``cards_reader`` or the first one holding a card: one CPS reader per appliance.
     """
 
     def __init__(self, settings: Settings, timeout_s: float = 2.0) -> None:
@@ -175,17 +185,73 @@ class CpsPinAuthenticator:
 
     def authenticate_pin(self, terminal: str, pin: str) -> str:
         settings = self.settings
+        roots = trust_roots(settings)
+        if roots is None and settings.env is Environment.PROD:
+            raise CardLoginError(
+                "Connexion par carte CPS impossible : les certificats des autorités IGC-Santé "
+                "ne sont pas configurés (cards_cps_trust_roots)."
+            )
         try:
             with _open_signer(settings.cards_reader, self.timeout_s, card_config(settings)) as cps:
+                certificate = cps.certificate()
+                issuer_problem = untrusted_certificate(certificate, roots)
+                if issuer_problem is not None:
+                    raise CardLoginError(issuer_problem)
                 holder = cps.holder()
                 cps.verify_pin(pin)
+                challenge = hashlib.sha256(secrets.token_bytes(32)).digest()
+                signature = cps.sign(challenge)
         except UnknownCard as exc:
             raise CardLoginError("Insérez votre carte CPS dans le lecteur.") from exc
         except CardError as exc:
             raise CardLoginError(exc.message) from exc
+        if not proves_key(certificate, challenge, signature):
+            raise CardLoginError("La carte CPS n'a pas prouvé détenir la clé de son certificat.")
         if holder.rpps is None:
             raise CardLoginError("Carte CPS sans numéro RPPS : connexion impossible.")
         return holder.rpps
+
+
+def trust_roots(settings: Settings) -> list[x509.Certificate] | None:
+    """The configured CA certificates; None when unset (accepted in dev only)."""
+    path = settings.cards_cps_trust_roots
+    if path is None:
+        return None
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError):
+        return []
+
+
+def untrusted_certificate(
+    certificate: x509.Certificate, roots: list[x509.Certificate] | None
+) -> str | None:
+    """Why the certificate is not acceptable for a login, or None."""
+    now = datetime.now(UTC)
+    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+        return "Le certificat de la carte CPS est expiré ou pas encore valide."
+    if roots is None:
+        return None
+    for root in roots:
+        if root.subject != certificate.issuer:
+            continue
+        try:
+            certificate.verify_directly_issued_by(root)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return None
+    return "Le certificat de la carte CPS n'est pas émis par une autorité de confiance."
+
+
+def proves_key(certificate: x509.Certificate, digest: bytes, signature: bytes) -> bool:
+    key = certificate.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        return False
+    try:
+        key.verify(signature, digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
 
 
 __all__ = [
