@@ -30,6 +30,9 @@ from tests.web.support import (
     login,
 )
 
+STATE: dict[str, str] = {}
+"""What a test leaves for the next one (the BPM cycle's page)."""
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's chromium is not installed"),
@@ -160,11 +163,74 @@ def test_bpm_enrolment_interview_analysis_and_accepted_finding(
     page.locator("#proposal-list", has_text="cardiologue").wait_for()
     page.get_by_role("button", name="Valider l'analyse").click()
     page.wait_for_url("**/ui/bpm/*")
+    STATE["cycle_url"] = page.url
     done = page.locator("li.step.done", has_text="Analyse des traitements")
     done.get_by_text("Notes").click()
     notes = done.locator("pre.notes").inner_text()
     assert "[Retenue]" in notes
     assert "cardiologue" in notes
+
+
+def test_synthesis_is_generated_signed_and_downloaded(appliance: Appliance, page: Any) -> None:
+    page.goto(STATE["cycle_url"])
+    page.get_by_role("link", name="Préparer, relire et signer la synthèse").click()
+    page.wait_for_url("**/synthesis")
+    accessible(page, "synthesis")
+    page.get_by_role("button", name="Demander un brouillon").click()
+    page.wait_for_url("**/synthesis")
+    # No worker runs beside this server: the job stays queued, and the page says so.
+    page.get_by_text("Rédaction en cours par les modèles locaux").wait_for()
+    page.get_by_text("(en attente)").wait_for()  # htmx polled the job
+    page.get_by_label("Document", exact=True).select_option("synthesis")
+    page.get_by_label("Format", exact=True).select_option("pdf")
+    page.get_by_role("button", name="Générer").click()
+    page.get_by_role("cell", name="non signé").wait_for()
+    page.get_by_role("button", name="Signer").click()
+    signed = page.locator("tr", has=page.get_by_text("signé", exact=True))
+    signed.wait_for()
+    with page.expect_download() as info:
+        signed.get_by_role("link", name="Télécharger").click()
+    content = Path(info.value.path()).read_bytes()
+    assert content.startswith(b"%PDF")
+    assert b"/ByteRange" in content  # a PAdES signature dictionary
+    accessible(page, "synthesis with documents")
+    page.get_by_role("button", name="Enregistrer la transmission").click()
+    page.wait_for_url(STATE["cycle_url"])
+    assert page.locator("li.step.done", has_text="Transmission au médecin").is_visible()
+
+
+def test_scan_import_is_reviewed_beside_the_image_and_validated(
+    appliance: Appliance, page: Any, tmp_path: Path
+) -> None:
+    from services.document_import.synthetic import render_synthetic_prescription
+
+    scan = render_synthetic_prescription(
+        [("63245753", "COUMADINE 5 mg, comprimé sécable")],
+        seed=7,
+        degraded=False,
+        handwriting=False,
+    )
+    path = tmp_path / "ordonnance.png"
+    path.write_bytes(scan.png())
+    page.goto(appliance.base_url + f"/ui/patients/{appliance.patient_id}")
+    before = page.locator("section[aria-labelledby=h-treatments] tbody tr").count()
+    page.goto(appliance.base_url + "/ui/imports")
+    accessible(page, "import page")
+    page.set_input_files("#f-file", str(path))
+    page.get_by_role("button", name="Lire l'ordonnance").click()
+    page.wait_for_url("**/ui/imports/*-*", timeout=90_000)
+    assert page.get_by_role("img", name="Page 1 de l'ordonnance scannée").is_visible()
+    assert "COUMADINE" in page.locator("#l0-label").input_value()
+    accessible(page, "import review")
+    page.get_by_label("Rechercher le dossier").press_sequentially("durand", delay=30)
+    page.locator(f"#f-patient_id option[value='{appliance.patient_id}']").wait_for(state="attached")
+    page.get_by_label("Dossier patient").select_option(appliance.patient_id)
+    if not page.get_by_label("Date de prescription").input_value():
+        page.get_by_label("Date de prescription").fill(scan.prescribed_on.isoformat())
+    page.get_by_role("button", name="Valider l'ordonnance").click()
+    page.wait_for_url(f"**/ui/patients/{appliance.patient_id}")
+    after = page.locator("section[aria-labelledby=h-treatments] tbody tr").count()
+    assert after == before + 1
 
 
 def test_catalogue_opens_the_product_of_a_scanned_datamatrix(

@@ -18,6 +18,8 @@ from litestar.static_files import create_static_files_router
 
 from appliance.web.auth import AUTH_HANDLERS, OPEN
 from appliance.web.core import EXCEPTION_HANDLERS, STATIC_DIR, UI, WebSessionMiddleware
+from appliance.web.documents import DOCUMENT_HANDLERS
+from appliance.web.imports import IMPORT_HANDLERS
 from appliance.web.pages import PAGE_HANDLERS
 
 NODE_MODULES = Path(__file__).parent / "node_modules"
@@ -49,7 +51,14 @@ def web_router() -> Router:
         include_in_schema=False,
         cache_control=None,
     )
-    handlers: list[Any] = [*AUTH_HANDLERS, *PAGE_HANDLERS, vendor, static]
+    handlers: list[Any] = [
+        *AUTH_HANDLERS,
+        *PAGE_HANDLERS,
+        *DOCUMENT_HANDLERS,
+        *IMPORT_HANDLERS,
+        vendor,
+        static,
+    ]
     return Router(
         path="/",
         route_handlers=handlers,

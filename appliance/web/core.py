@@ -396,7 +396,18 @@ def on_http_exception(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return error_page(request, status, str(exc.detail))
 
 
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
+    """A bug: logged as an error with its type and place, a French page for the counter."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else ""
+    _log.error("web_unhandled_exception", error_type=type(exc).__name__, where=where)
+    return error_page(request, 500, "Erreur interne : l'incident est consigné.")
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    Exception: on_unexpected,
     NotAuthorizedException: on_not_authorized,
     PermissionDeniedException: on_forbidden,
     ApiError: on_api_error,
