@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.identity_support import PASSWORD
 from tests.web.support import (
     AXE,
     CHROMIUM,
@@ -269,6 +270,21 @@ def test_tablet_layout_keeps_the_navigation_usable(appliance: Appliance, page: A
         assert page.evaluate("document.activeElement.textContent") == "Aller au contenu"
     finally:
         page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def test_quick_user_switch_with_a_pin(appliance: Appliance, page: Any) -> None:
+    page.goto(appliance.base_url + "/ui/account")
+    page.get_by_label("Nouveau code PIN").fill("2468")
+    page.get_by_label("Mot de passe actuel").fill(PASSWORD)
+    page.get_by_role("button", name="Enregistrer le code PIN").click()
+    page.get_by_text("Code PIN enregistré").wait_for()
+    accessible(page, "account")
+    page.get_by_role("button", name="Changer d'utilisateur").click()
+    page.wait_for_url("**/oauth/authorize**")
+    page.get_by_label("Claire Martin").fill("2468")
+    page.get_by_role("button", name="Reprendre la session").click()
+    page.wait_for_url("**/ui/")
+    assert page.get_by_role("heading", name="Bonjour Claire Martin").is_visible()
 
 
 def test_expired_session_returns_to_login_with_the_target_kept(

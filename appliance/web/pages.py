@@ -706,6 +706,8 @@ async def admin(request: Request[Any, Any, Any]) -> Response[str]:
     users = await client.optional("/api/identity/users")
     roles = await client.optional("/api/identity/roles")
     knowledge = await client.optional("/api/v1/medications/knowledge")
+    models = await client.optional("/api/v1/llm/models")
+    sync = await client.optional("/api/v1/sync/status")
     return render(
         request,
         "admin.html",
@@ -716,6 +718,8 @@ async def admin(request: Request[Any, Any, Any]) -> Response[str]:
         users=users,
         roles=roles,
         knowledge=knowledge,
+        models=models,
+        sync=sync,
     )
 
 
@@ -754,7 +758,46 @@ async def audit_search(
     )
 
 
+@get(UI + "/account", guards=[requires("account:self")], include_in_schema=False)
+async def account(request: Request[Any, Any, Any]) -> Response[str]:
+    """One's own account: the PIN of the quick user switch."""
+    me = await api(request).optional("/api/identity/me")
+    return render(request, "account.html", me=me, errors={}, done=False)
+
+
+@post(UI + "/account/pin", guards=[requires("account:self")], include_in_schema=False)
+async def account_pin(request: Request[Any, Any, Any]) -> Response[str]:
+    """Set the PIN (4 to 8 digits), confirmed by the password."""
+    form = await form_data(request)
+    client = api(request)
+    errors: dict[str, str] = {}
+    pin = str(form.get("pin") or "")
+    if not pin.isdigit() or not 4 <= len(pin) <= 8:
+        errors["pin"] = "Le code PIN comporte 4 à 8 chiffres."
+    else:
+        try:
+            await client.put(
+                "/api/identity/me/pin",
+                {"current_password": str(form.get("current_password") or ""), "pin": pin},
+            )
+        except ApiError as exc:
+            if exc.status not in (400, 401, 403, 422, 429):
+                raise
+            errors["current_password"] = "Mot de passe incorrect ou code PIN refusé."  # noqa: S105
+    me = await client.optional("/api/identity/me")
+    return render(
+        request,
+        "account.html",
+        status=400 if errors else 200,
+        me=me,
+        errors=errors,
+        done=not errors,
+    )
+
+
 PAGE_HANDLERS = [
+    account,
+    account_pin,
     home,
     home_bare,
     patients,
