@@ -198,6 +198,9 @@ class Settings(BaseModel):
     """FINESS number of the pharmacy (9 characters; 2A/2B for Corsica)."""
     pharmacy_logo: Path | None = None
     """PNG or JPEG printed in the documents' header."""
+    documents_signer: Literal["auto", "pkcs11", "pkcs12", "card"] = "auto"
+    """Who signs documents: ``auto`` is PKCS#11 when its module is set, else the PKCS#12
+    file; ``card`` is the CPS through the cards service (cards_* settings)."""
     documents_pkcs11_module: Path | None = None
     """PKCS#11 module of the ANS Cryptolib CPS: set, documents are signed with the CPS card."""
     documents_pkcs11_token_label: str | None = Field(default=None, min_length=1, max_length=32)

@@ -105,7 +105,9 @@ def sign(document_id: str, pkcs12: Path | None, output: Path | None) -> None:
                 err=True,
             )
             signer = signing.Pkcs12Signer(pkcs12, secret.encode() or None)
-        elif settings.documents_pkcs11_module is not None:
+        elif settings.documents_signer == "card" or (
+            settings.documents_pkcs11_module is not None and settings.documents_signer != "pkcs12"
+        ):
             pin = click.prompt("Code PIN de la carte CPS", hide_input=True, err=True)
             signer = workflow.configured_signer(settings, pin=pin)
         try:

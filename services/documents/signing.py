@@ -7,6 +7,8 @@ The :class:`DocumentSigner` boundary hides where the key is:
   the card's PIN is given for each signature, never stored.
 * :class:`Pkcs12Signer`: a key and certificate in a PKCS#12 file (tests; a pharmacy without
   a card reader).
+* :class:`CardSigner`: the CPS through the cards service's own card access (pcscd APDUs,
+  or its Cryptolib path), for a site that configures the card there.
 
 Validation (:func:`verify_pdf`) checks the CMS signature, that the signed byte range still
 covers the file, and the certificate path to the given trust roots (the IGC-Santé roots in
@@ -16,14 +18,17 @@ revocation information and fetching is allowed; offline, it soft-fails (stated i
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asn1crypto import pem
 from asn1crypto import x509 as asn1_x509
+from asn1crypto.algos import SignedDigestAlgorithm
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import signers
@@ -31,6 +36,11 @@ from pyhanko.sign.fields import SigSeedSubFilter
 from pyhanko.sign.signers.pdf_signer import PdfSignatureMetadata
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+if TYPE_CHECKING:
+    from appliance.config import Settings
+    from drivers.cps_vitale import CpsSigner
 
 SIGNATURE_FIELD = "SignaturePharmacien"
 
@@ -125,6 +135,63 @@ class Pkcs11Signer(DocumentSigner):
 
     def describe(self) -> str:
         return f"pkcs11:{self.token_label or 'token'}"
+
+
+class CardSigner(DocumentSigner):
+    """The pharmacist's CPS through the cards service (``services.cards.open_signer``:
+    APDUs through pcscd, or its own Cryptolib path when ``cards_pkcs11_module`` is set).
+
+    The card signs a digest (RSA PKCS#1 v1.5); pyhanko builds the CMS around it. The card
+    session lives for one signature: PIN verified, certificate read, signed, closed.
+    """
+
+    def __init__(self, settings: Settings, *, pin: str | None) -> None:
+        self.settings = settings
+        self.pin = pin
+
+    @contextmanager
+    def _open(self) -> Iterator[signers.Signer]:
+        from drivers.cps_vitale import CardError
+        from services.cards import open_signer
+
+        if not self.pin:
+            raise SigningError("le code PIN de la carte CPS est requis")
+        try:
+            with open_signer(self.settings) as card:
+                card.verify_pin(self.pin)
+                yield _CardPyhankoSigner(card)
+        except CardError as exc:
+            raise SigningError(exc.message) from exc
+
+    def open(self) -> AbstractContextManager[signers.Signer]:
+        return self._open()
+
+    def describe(self) -> str:
+        return "cps-card"
+
+
+class _CardPyhankoSigner(signers.Signer):
+    """pyhanko's view of a card that signs digests (``CpsSigner`` of drivers.cps_vitale)."""
+
+    def __init__(self, card: CpsSigner) -> None:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        cert = asn1_x509.Certificate.load(card.certificate().public_bytes(Encoding.DER))
+        super().__init__(
+            signing_cert=cert,
+            cert_registry=SimpleCertificateStore.from_certs([cert]),  # type: ignore[no-untyped-call]
+            signature_mechanism=SignedDigestAlgorithm({"algorithm": "sha256_rsa"}),
+        )
+        self.card = card
+        self.size = cert.public_key.bit_size // 8
+
+    async def async_sign_raw(
+        self, data: bytes, digest_algorithm: str, dry_run: bool = False
+    ) -> bytes:
+        if dry_run:  # pyhanko sizes the signature placeholder first
+            return bytes(self.size)
+        digest = hashlib.new(digest_algorithm, data).digest()
+        return self.card.sign(digest, digest_algorithm)
 
 
 def signer_subject(signer: signers.Signer) -> str:

@@ -455,8 +455,16 @@ def list_documents(platform: Platform, ctx: RequestContext, patient_id: str) -> 
 
 
 def configured_signer(settings: Settings, *, pin: str | None) -> signing.DocumentSigner:
-    """PKCS#11 (CPS card) when its module is configured, else the PKCS#12 file."""
-    if settings.documents_pkcs11_module is not None:
+    """The signer ``documents_signer`` names; ``auto``: PKCS#11 (CPS card through the
+    Cryptolib) when its module is configured, else the PKCS#12 file."""
+    choice = settings.documents_signer
+    if choice == "card":
+        return signing.CardSigner(settings, pin=pin)
+    if choice == "pkcs11" and settings.documents_pkcs11_module is None:
+        raise DocumentError(409, "no-signer", "documents_pkcs11_module n'est pas configuré")
+    if choice == "pkcs12" and settings.documents_signing_pkcs12 is None:
+        raise DocumentError(409, "no-signer", "documents_signing_pkcs12 n'est pas configuré")
+    if choice in ("auto", "pkcs11") and settings.documents_pkcs11_module is not None:
         return signing.Pkcs11Signer(
             settings.documents_pkcs11_module,
             pin=pin,
