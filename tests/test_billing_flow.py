@@ -491,3 +491,38 @@ def test_relay_items_from_the_sync_inbox_are_reconciled(env: Env) -> None:
     assert process_inbox(store, actor="system:worker") == []  # each item once
     state = env.client.get(f"/api/v1/billing/fse/{fse['id']}", headers=h).json()["fse"]
     assert (state["state"], state["paid_cents"]) == ("paid", 2333)
+
+
+def test_cli_bills_signs_sends_and_transmits(env: Env) -> None:
+    """The counter's terminal path: every step through ``hygie sesam`` / ``hygie billing``."""
+    import json
+
+    runner = CliRunner()
+    someone = {**JEANNE, "nir": "248027512345840", "given_names": "Jeanne Terminal"}
+    pid = make_patient(env, someone, {"amo": AMO})
+    cid = open_cycle(env, pid, ["adhesion", "recueil"])
+
+    def run(*args: str) -> str:
+        result = runner.invoke(main, list(args), env=env.values)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    not_done = runner.invoke(main, ["billing", "bill", pid, cid, "conseil"], env=env.values)
+    assert not_done.exit_code == 1
+    assert "n'est pas réalisée" in not_done.output
+    assert runner.invoke(main, ["billing", "bill", pid, cid, "nope"], env=env.values).exit_code == 2
+    billed = json.loads(run("billing", "bill", pid, cid, "recueil"))
+    fse_id = billed["fse_id"]
+    assert json.loads(run("sesam", "sign", fse_id))["state"] == "signed"
+    lot = json.loads(run("sesam", "send"))
+    assert lot["fse"] == 1
+    returns = json.loads(run("billing", "transmit", lot["lot_id"]))
+    assert returns[0]["acknowledged_lots"] == [lot["lot_id"]]
+    assert returns[1]["rejected"] == [fse_id]  # the simulator does not know this beneficiary
+    assert fse_id in run("billing", "rejected")
+    checked = json.loads(run("sesam", "check", "rights", pid))
+    assert checked["status"] == "not_found"
+    assert "inconnu" in checked["message"]
+    refused = runner.invoke(main, ["billing", "bill", pid, cid, "adhesion"], env=env.values)
+    assert refused.exit_code == 1  # the ADRi answer (unknown) closes the AMO rights
+    assert "Aucun droit" in refused.output
