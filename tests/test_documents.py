@@ -591,6 +591,30 @@ def test_generate_sign_verify_export_over_http(
     )
     assert no_conseil.status_code == 409
     assert no_conseil.json()["type"].endswith("step-not-done")
+    bpm_headers = {"Authorization": f"Bearer {token_for('bpm:read', 'bpm:write')}"}
+    version = client.get(f"/api/v1/bpm/{cid}", headers=bpm_headers).json()["version"]
+    for kind in ("analyse", "transmission", "conseil"):
+        step = {
+            "expected_version": version,
+            "kind": kind,
+            "performed_on": TODAY.isoformat(),
+            "notes": f"Étape {kind} : conseils sur le paracétamol",
+        }
+        done = client.post(f"/api/v1/bpm/{cid}/steps", json=step, headers=bpm_headers)
+        assert done.status_code == 200, done.text
+        version = done.json()["version"]
+    fiche = client.post(
+        "/api/v1/documents",
+        json={"kind": "fiche_conseil", "patient_id": pid, "cycle_id": cid, "format": "docx"},
+        headers=headers,
+    )
+    assert fiche.status_code == 201, fiche.text
+    fiche_text = docx_text(
+        client.get(f"/api/v1/documents/{fiche.json()['id']}/content", headers=headers).content
+    )
+    assert "Fiche conseil" in fiche_text
+    assert "Étape conseil : conseils sur le paracétamol" in fiche_text
+    assert "DOLIPRANE" in fiche_text
 
     # sign, verify, immutability, audit and outbox
     signed = client.post(
@@ -636,7 +660,7 @@ def test_generate_sign_verify_export_over_http(
     rows = list(csv.reader(io.StringIO(status_csv.content.decode("utf-8-sig")), delimiter=";"))
     assert rows[0] == list(logic.BPM_STATUS_COLUMNS)
     assert rows[1][:2] == [pid, "DUPONT"]
-    assert rows[1][7:10] == ["recueil", TODAY.isoformat(), "analyse"]
+    assert rows[1][7:10] == ["conseil", TODAY.isoformat(), "observance"]
     findings_csv = client.get("/api/v1/documents/exports/findings.csv", headers=headers)
     assert findings_csv.status_code == 200
     assert findings_csv.content.decode("utf-8-sig").startswith(";".join(logic.FINDINGS_COLUMNS))
