@@ -5,13 +5,18 @@ breaker opening."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from appliance.platform import Platform
@@ -157,3 +162,27 @@ def test_teleservice_down_queues_the_check_and_marks_it_unchecked(
     )
     assert checks[0].entity.rights is not None
     assert checks[0].entity.requested_at == queued.entity.requested_at
+
+
+def test_hygie_sesam_simulate_serves_on_loopback(tmp_path: Path) -> None:
+    """``hygie sesam simulate`` as an operator runs it: a process, loopback only."""
+    hygie = Path(sys.executable).parent / "hygie"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYGIE_")}
+    env.update(PYTHONUNBUFFERED="1", HYGIE_DATA_DIR=str(tmp_path), HYGIE_KEY_DIR=str(tmp_path))
+    process = subprocess.Popen(
+        [str(hygie), "sesam", "simulate", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert "SIMULATEUR LOCAL" in banner, banner
+        url = banner.rsplit(" ", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(f"{url}/health").json() == {"status": "ok", "simulator": True}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
