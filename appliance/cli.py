@@ -338,6 +338,16 @@ def _mount_service_commands() -> None:
 
 
 _mount_service_commands()
+
+
+def _mount_demo() -> None:
+    """``hygie demo load``: demo data, loaded through the services' public functions."""
+    from appliance.demo import demo
+
+    main.add_command(demo)
+
+
+_mount_demo()
 main.add_command(tls_commands)
 
 

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPOSITION_ROOT = {"appliance.app", "appliance.cli", "appliance.registry", "appliance.web"}
+COMPOSITION_ROOT = {
+    "appliance.app",
+    "appliance.cli",
+    "appliance.registry",
+    "appliance.web",
+    "appliance.demo",
+}
 SERVICE_LAYOUT = {"models.py", "store.py", "logic.py", "api.py"}
 
 

@@ -166,6 +166,13 @@ def patients_with_dispensings(store: Store) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
+def patient_ids(store: Store) -> list[str]:
+    """Ids of every stored patient record (live or not), sorted: to tell a store's own data
+    from a demo's. Not audited: ids only, no patient data."""
+    rows = store.db.execute("SELECT patient_id FROM patient_search ORDER BY patient_id")
+    return [str(row[0]) for row in rows.fetchall()]
+
+
 def dispensing_entries(store: Store, patient_id: str) -> list[tuple[str, Dispensing]]:
     """A patient's live dispensing lines with their ids, most recent first (not audited)."""
     lines = _repository.dispensings_of(store, patient_id, since=None, limit=100_000, offset=0)
@@ -229,6 +236,7 @@ __all__ = [
     "load_patient",
     "patient_birth_date",
     "patient_crypto",
+    "patient_ids",
     "patients_with_dispensings",
     "rule_in_force",
     "save_dispensing",
