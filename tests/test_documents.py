@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import uuid
 from collections import Counter
@@ -45,6 +46,7 @@ from services.llm import store as llm_store
 from services.llm.models import Draft, GenerationRecord
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bdpm-mini"
+VIGNETTES = Path(__file__).resolve().parent / "fixtures" / "vignettes"
 DOLIPRANE_CIP13 = "3400935955838"
 RPPS = "10000000009"
 TODAY = date.today()
@@ -661,9 +663,24 @@ def test_generate_sign_verify_export_over_http(
     assert rows[0] == list(logic.BPM_STATUS_COLUMNS)
     assert rows[1][:2] == [pid, "DUPONT"]
     assert rows[1][7:10] == ["conseil", TODAY.isoformat(), "observance"]
+    vignette = json.loads((VIGNETTES / "dose-doac-rivaroxaban.json").read_text())["bundle"]
+    analysis = client.post("/api/v1/analyses", json=vignette, headers=headers)
+    assert analysis.status_code == 201, analysis.text
+    stored = analysis.json()
     findings_csv = client.get("/api/v1/documents/exports/findings.csv", headers=headers)
     assert findings_csv.status_code == 200
-    assert findings_csv.content.decode("utf-8-sig").startswith(";".join(logic.FINDINGS_COLUMNS))
+    found = list(csv.reader(io.StringIO(findings_csv.content.decode("utf-8-sig")), delimiter=";"))
+    assert found[0] == list(logic.FINDINGS_COLUMNS)
+    assert [r[4] for r in found[1:] if r[0] == stored["id"]] == [
+        f["rule"] for f in stored["findings"]
+    ]
+    elsewhere = client.post(
+        "/api/v1/documents",
+        json={"kind": "synthesis", "patient_id": pid, "analysis_id": stored["id"]},
+        headers=headers,
+    )
+    assert elsewhere.status_code == 400  # that analysis is another patient's record
+    assert elsewhere.json()["type"].endswith("analysis-of-another-patient")
 
 
 def test_bad_requests_get_problem_details(
