@@ -446,3 +446,11 @@ def test_cps_login_checks_issuer_and_key_possession(vpcd_port: int, tmp_path: Pa
             logic.CpsPinAuthenticator(trusted).authenticate_pin("t", "1234")
     with pytest.raises(CardLoginError, match="IGC-Santé"):
         logic.CpsPinAuthenticator(Settings(env="prod")).authenticate_pin("t", "1234")
+
+
+def test_slow_card_hits_the_exchange_deadline(vpcd_port: int) -> None:
+    impatient = CardConfig(exchange_timeout_s=0.25)
+    with Inserted(vpcd_port, vitale(JEANNE, faults={"delay_ms": 100})):
+        with pytest.raises(CardTimeout) as caught:
+            read_card(timeout_s=5, config=impatient)
+    assert "trop de temps à répondre" in caught.value.message

@@ -53,7 +53,10 @@ class VirtualCard:
     remove_after_apdus: int | None = None
     """Pull the card out instead of answering the APDU that follows this many (tests)."""
     mute: bool = False
-    """Answer the ATR with garbage, as a card that does not answer reset does."""
+    """Powers up but never gives a status word: every APDU gets one stray byte, as a card
+    that does not speak ISO 7816 (or a dirty chip) does."""
+    delay_s: float = 0.0
+    """Wait this long before each answer (a slow or failing card)."""
     answered: int = 0
     powered: bool = False
     _pending: bytes = b""
@@ -61,8 +64,6 @@ class VirtualCard:
     historical: bytes = b"HYGIE-CARD"
 
     def atr_bytes(self) -> bytes:
-        if self.mute:
-            return b"\x3b\xff"  # TS then T0 announcing interface bytes that never come
         return atr_for(self.protocol, self.historical)
 
     def power_on(self) -> None:
@@ -81,6 +82,8 @@ class VirtualCard:
 
     def process(self, apdu: bytes) -> bytes:
         self.answered += 1
+        if self.mute:
+            return b"\x00"
         if len(apdu) < 4:
             return b"\x67\x00"
         if apdu[1] == 0xC0:  # GET RESPONSE

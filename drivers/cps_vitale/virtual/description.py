@@ -11,7 +11,7 @@ CPS::
     {"holder": {"surname": "DURAND", "first_name": "CLAIRE", "rpps": "10001234567",
                 "profession": "Pharmacien"}, "pin": "1234", "protocol": "T=1"}
 
-Optional on both: ``"faults": {"remove_after_apdus": N, "mute": true}``.
+Optional on both: ``"faults": {"remove_after_apdus": N, "mute": true, "delay_ms": N}``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ def _faults(spec: dict[str, Any], card: VirtualCard) -> VirtualCard:
             raise _bad("« remove_after_apdus » doit être un entier positif")
         card.remove_after_apdus = after
     card.mute = bool(faults.get("mute", False))
+    delay = faults.get("delay_ms", 0)
+    if not isinstance(delay, int) or not 0 <= delay <= 10_000:
+        raise _bad("« delay_ms » : 0 à 10000")
+    card.delay_s = delay / 1000
     protocol = spec.get("protocol", card.protocol)
     if protocol not in ("T=0", "T=1"):
         raise _bad("« protocol » vaut T=0 ou T=1")

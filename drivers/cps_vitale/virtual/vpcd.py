@@ -118,6 +118,8 @@ class VpcdLink:
                 limit = self.card.remove_after_apdus
                 if limit is not None and self.card.answered >= limit:
                     break  # pulled out mid-read: the APDU never gets an answer
+                if self.card.delay_s:
+                    time.sleep(self.card.delay_s)
                 self._send(sock, self.card.process(payload))
         except OSError:
             pass
