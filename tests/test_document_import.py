@@ -417,3 +417,48 @@ def test_import_document_keeps_page_images(platform: Platform, scan: Any) -> Non
     assert png.startswith(b"\x89PNG")
     # Without a catalog nothing is matched, nothing invented.
     assert all(line.cis is None for line in saved.entity.content.lines)
+
+
+def test_worker_scan_sends_fhir_bundles_to_the_fhir_service(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.config import load_settings
+    from appliance.platform import open_platform
+    from services.document_import import scan_import_folder
+
+    folder = tmp_path / "depot"
+    folder.mkdir()
+    monkeypatch.setenv("HYGIE_IMPORT_FOLDER", str(folder))
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "name": [{"use": "official", "family": "DUPRÉ", "given": ["Hélène"]}],
+                    "gender": "female",
+                    "birthDate": "1962-08-15",
+                }
+            }
+        ],
+    }
+    (folder / "lot.json").write_text(json.dumps(bundle))
+    (folder / "ignored.docx").write_bytes(b"not for us")
+    platform = open_platform(load_settings())
+    try:
+        assert scan_import_folder(platform) == 1
+        row = platform.store.db.execute(
+            "SELECT filename, outcome FROM import_folder_seen"
+        ).fetchone()
+        assert row[0] == "lot.json"
+        assert row[1] == "fhir:collection, 0 rejected"
+        assert scan_import_folder(platform) == 0  # each file once
+        audited = [
+            (e.actor, e.action, e.outcome)
+            for e in platform.audit.entries()
+            if e.object_type == "prescription_import"
+        ]
+        assert audited == [("system:import-folder", "import", "fhir")]
+    finally:
+        platform.close()

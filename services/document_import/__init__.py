@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from appliance.audit import AuditEvent
 from appliance.plugin import ServicePlugin
 from services.document_import.api import ImportController
 from services.document_import.importer import (
@@ -60,7 +61,23 @@ def scan_import_folder(platform: Platform) -> int:
             raise ValueError(f"lot FHIR refusé : {error}") from None
         return f"{report.bundle_type}, {report.rejected} rejected"
 
-    return len(process_folder(platform.store, folder, actor=FOLDER_ACTOR, fhir_import=fhir_import))
+    outcomes = process_folder(platform.store, folder, actor=FOLDER_ACTOR, fhir_import=fhir_import)
+    with platform.audit.store.write():
+        for outcome in outcomes:
+            for draft_id in outcome.drafts or ("",):
+                platform.audit.record(
+                    AuditEvent(
+                        actor=FOLDER_ACTOR,
+                        role="system",
+                        action="import",
+                        object_type="prescription_import",
+                        object_id=draft_id,  # never the file name: it may name the patient
+                        purpose="care",
+                        client_addr="local",
+                        outcome="success" if draft_id else outcome.outcome.split(":")[0],
+                    )
+                )
+    return len(outcomes)
 
 
 def register_tasks(huey: Huey, platform: Platform) -> None:

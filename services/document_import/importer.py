@@ -282,6 +282,7 @@ class FolderOutcome:
     filename: str
     outcome: str
     """``draft:<id>``, ``csv:<n> drafts``, ``fhir:<report>``, ``error:<message>``."""
+    drafts: tuple[str, ...] = ()
 
 
 SCAN_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf"}
@@ -315,9 +316,11 @@ def process_folder(
         digest = hashlib.sha256(data).hexdigest()
         if repository.folder_seen(store, digest):
             continue
+        made: tuple[str, ...] = ()
         try:
             if suffix == ".csv":
                 drafts = import_csv(store, data, path.name, actor)
+                made = tuple(d.entity_id for d in drafts)
                 outcome = f"csv:{len(drafts)} drafts"
             elif suffix == ".json":
                 if fhir_import is None:
@@ -326,13 +329,14 @@ def process_folder(
                     outcome = f"fhir:{fhir_import(data)}"
             else:
                 draft = import_document(store, data, path.name, actor)
+                made = (draft.entity_id,)
                 outcome = f"draft:{draft.entity_id}"
         except (ocr.DocumentError, logic.CsvError) as error:
             outcome = f"error:{error}"
         except ValueError as error:
             outcome = f"error:{error}"
         repository.mark_folder_seen(store, digest, path.name, _now(), outcome)
-        outcomes.append(FolderOutcome(path.name, outcome))
+        outcomes.append(FolderOutcome(path.name, outcome, made))
     return outcomes
 
 

@@ -7,6 +7,7 @@ directly. Nothing here invents a value: what is not written (or not recognised) 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -331,7 +332,8 @@ def brand_of(name: str) -> str:
     found = re.search(r"\s\d", head)
     if found:
         head = head[: found.start()]
-    return fold(head)
+    # « A/B », « A / B » and « A B » are one brand (the catalog spells combinations all ways).
+    return fold(re.sub(r"[^\w\s'-]", " ", head))
 
 
 def _written_product(text: str) -> str:
@@ -786,6 +788,8 @@ _FORM_WORDS = re.compile(
 def _after_product(text: str) -> str:
     """What follows the product and its strength/form on the same line (« DOLIPRANE 1000 mg
     cp : 1 cp 3x/j » → « : 1 cp 3x/j »); the whole line when there is no strength."""
+    if " : " in text:
+        return text.split(" : ", 1)[1].strip()
     strength = _STRENGTH.search(text)
     if not strength:
         return ""
@@ -950,10 +954,9 @@ class _Semicolon(csv.excel):
 def read_csv(text: str) -> list[CsvRow]:
     """Rows of a pharmacy-software export (``;`` or ``,`` separated, header on line 1)."""
     dialect: type[csv.Dialect] = _Semicolon
-    try:
+    # One column, or no separator found: French exports use « ; ».
+    with contextlib.suppress(csv.Error):
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=";,\t")
-    except csv.Error:
-        pass  # one column, or no separator found: French exports use « ; »
     reader = csv.reader(io.StringIO(text), dialect)
     try:
         header = next(reader)
