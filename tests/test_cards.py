@@ -454,3 +454,19 @@ def test_slow_card_hits_the_exchange_deadline(vpcd_port: int) -> None:
         with pytest.raises(CardTimeout) as caught:
             read_card(timeout_s=5, config=impatient)
     assert "trop de temps à répondre" in caught.value.message
+
+
+def test_pcscd_unreachable_is_a_typed_error(vpcd_port: int, tmp_path: Path) -> None:
+    """The client library honours PCSCLITE_CSOCK_NAME: pointing it at no daemon is pcscd
+    down, with pcscd itself still running for the other tests."""
+    script = (
+        "import json\n"
+        "from drivers.cps_vitale import CardError, read_card\n"
+        "try:\n    read_card(timeout_s=0.5)\n"
+        "except CardError as exc:\n    print(json.dumps(exc.as_json()))\n"
+    )
+    env = {**os.environ, "PCSCLITE_CSOCK_NAME": str(tmp_path / "no-pcscd.comm")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert json.loads(done.stdout)["error"] == "pcsc_unavailable", done.stderr
