@@ -556,6 +556,28 @@ def test_generate_sign_verify_export_over_http(
         headers=headers,
     )
     assert refused.status_code == 409
+    written = client.post(
+        "/api/v1/documents",
+        json={
+            "kind": "synthesis",
+            "patient_id": pid,
+            "synthesis_text": "Texte relu du pharmacien.",
+        },
+        headers=headers,
+    )
+    assert written.status_code == 201, written.text
+    assert written.json()["synthesis_source"] == "pharmacist"
+    both = client.post(
+        "/api/v1/documents",
+        json={
+            "kind": "synthesis",
+            "patient_id": pid,
+            "synthesis_text": "Texte",
+            "generation_id": generation.id,
+        },
+        headers=headers,
+    )
+    assert both.status_code == 400
     other = _generation("autre-patient", valid=True)
     llm_store.save(platform.store, other, actor="user-test")
     mismatch = client.post(
@@ -695,6 +717,8 @@ def test_bad_requests_get_problem_details(
         ({"kind": "letter", "patient_id": unknown}, 400),
         ({"kind": "synthesis", "patient_id": unknown, "format": "odt"}, 400),
         ({"kind": "compte_rendu", "patient_id": unknown}, 404),
+        ({"kind": "synthesis", "patient_id": unknown, "synthesis_text": ""}, 400),
+        ({"kind": "synthesis", "patient_id": unknown, "surprise": 1}, 400),
     ]
     for body, status in cases:
         response = client.post("/api/v1/documents", json=body, headers=headers)

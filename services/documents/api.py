@@ -66,6 +66,7 @@ class DocumentController(Controller):
                 step_index=data.step_index,
                 analysis_id=data.analysis_id,
                 generation_id=data.generation_id,
+                synthesis_text=data.synthesis_text,
             )
         )
 

@@ -149,7 +149,8 @@ class StoredDocument(msgspec.Struct, frozen=True, kw_only=True):
     signed_from: str | None = None
     signer: str | None = None
     synthesis_source: str | None = None
-    """``engine`` or the LLM generation id whose text the synthesis prints."""
+    """``engine``, ``pharmacist`` (their own text) or the LLM generation id whose text the
+    synthesis prints."""
 
 
 # --------------------------------------------------------------------------- API shapes
@@ -167,6 +168,9 @@ class GenerateInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Use a stored analysis instead of analysing the patient's record now."""
     generation_id: GenerationRef | None = None
     """A validated LLM ``bpm_synthesis`` draft of this patient (else the engine's words)."""
+    synthesis_text: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)] | None = None
+    """The pharmacist's own reviewed wording of the synthesis, printed as written (not with
+    ``generation_id``)."""
 
 
 class SignInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

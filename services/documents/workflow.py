@@ -218,9 +218,20 @@ def findings_of(
 
 
 def _synthesis_text(
-    store: Store, patient_id: str, generation_id: str | None, findings: Sequence[FindingItem]
+    store: Store,
+    patient_id: str,
+    generation_id: str | None,
+    findings: Sequence[FindingItem],
+    written: str | None = None,
 ) -> tuple[str, str]:
-    """(text, source): a validated LLM draft of this patient, else the engine's words."""
+    """(text, source): the pharmacist's own words, a validated LLM draft of this patient,
+    else the engine's words."""
+    if written is not None:
+        if generation_id is not None:
+            raise DocumentError(
+                400, "synthesis-source", "give synthesis_text or generation_id, not both"
+            )
+        return written.strip(), "pharmacist"
     if generation_id is None:
         return logic.engine_synthesis(findings), "engine"
     record = stored_generation(store, generation_id)
@@ -291,6 +302,7 @@ def build_model(
     generation_id: str | None = None,
     signatory: str | None = None,
     today: date | None = None,
+    synthesis_text: str | None = None,
 ) -> tuple[DocumentModel, str | None]:
     """The document model of one kind for one patient (and the synthesis text's source)."""
     settings, store = platform.settings, platform.store
@@ -298,10 +310,14 @@ def build_model(
     crypto = _crypto(settings)
     pharmacy = pharmacy_of(settings)
     patient = _patient(store, crypto, patient_id)
+    if cycle_id is not None and kind in ("synthesis", "plan_de_prise"):
+        cycle = bpm_cycle(store, crypto, cycle_id)
+        if cycle is None or cycle.patient_id != patient_id:
+            raise DocumentError(404, "not-found", f"no BPM cycle '{cycle_id}' for this patient")
     if kind == "synthesis":
         treatments = treatments_of(store, patient_id, today)
         findings, unevaluated = findings_of(store, crypto, patient_id, analysis_id)
-        text, source = _synthesis_text(store, patient_id, generation_id, findings)
+        text, source = _synthesis_text(store, patient_id, generation_id, findings, synthesis_text)
         model = logic.synthesis(
             pharmacy,
             patient,
@@ -309,7 +325,7 @@ def build_model(
             findings,
             unevaluated,
             synthesis_text=text,
-            synthesis_from_llm=source != "engine",
+            synthesis_from_llm=source.startswith("gen-"),
             pharmacist=signatory or actor,
             today=today,
         )
@@ -370,6 +386,7 @@ def generate_document(
     analysis_id: str | None = None,
     generation_id: str | None = None,
     signatory: str | None = None,
+    synthesis_text: str | None = None,
 ) -> DocumentView:
     """Build, render and store one document; audited (patient read, document created)."""
     try:
@@ -383,6 +400,7 @@ def generate_document(
             analysis_id=analysis_id,
             generation_id=generation_id,
             signatory=signatory,
+            synthesis_text=synthesis_text,
         )
     except DocumentError as exc:
         _audit(platform, ctx, "generate", OBJECT_TYPE, "", outcome=exc.slug[:64])
