@@ -233,9 +233,9 @@ def test_findings_grouped_by_priority_with_sources_and_answer_boxes() -> None:
     assert headings.index(logic.PRIORITY_TITLES[1]) < headings.index(logic.PRIORITY_TITLES[3])
     paragraphs = [b.text for b in model.blocks if isinstance(b, Paragraph)]
     # proposals follow priority order, each with room for the GP's answer
-    assert paragraphs.index("Proposition 1 : Envisager l'arrêt de B.") < paragraphs.index(
-        "Proposition 2 : Conseil patient."
-    )
+    assert paragraphs.index(
+        "Proposition 1 (ANSM 2023-09: A + B) : Envisager l'arrêt de B."
+    ) < paragraphs.index("Proposition 2 (STOPP B1) : Conseil patient.")
     assert sum(isinstance(b, AnswerBox) for b in model.blocks) == 2
     assert "Source : STOPP/START v3 (2023)" in paragraphs
     assert "STOPP C3 : DFG" in paragraphs

@@ -310,7 +310,9 @@ def synthesis(
         blocks.append(Paragraph(text="Aucune proposition."))
     ordered = [item for p in (1, 2, 3) for item in groups[p]]
     for number, item in enumerate(ordered, start=1):
-        blocks.append(Paragraph(text=f"Proposition {number} : {item.recommendation_gp}"))
+        blocks.append(
+            Paragraph(text=f"Proposition {number} ({item.rule}) : {item.recommendation_gp}")
+        )
         blocks.append(AnswerBox(label=f"Réponse du médecin à la proposition {number}"))
     blocks.append(Heading(text="Pharmacien", level=2))
     blocks.append(Paragraph(text=f"{pharmacist}, le {french_date(today)}"))
