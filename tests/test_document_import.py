@@ -462,3 +462,17 @@ def test_worker_scan_sends_fhir_bundles_to_the_fhir_service(
         assert audited == [("system:import-folder", "import", "fhir")]
     finally:
         platform.close()
+
+
+def test_worker_registers_the_folder_scan(platform: Platform, tmp_path: Path) -> None:
+    from huey import MemoryHuey
+
+    from services.document_import import register_tasks
+
+    huey = MemoryHuey(immediate=True)
+    register_tasks(huey, platform)
+    periodic = huey._registry._periodic_tasks
+    assert [task.__name__ for task in periodic] == ["import_folder_scan"]
+    task = periodic[0]()
+    task.execute()  # no folder configured: a no-op, not an error
+    assert platform.settings.import_folder is None
