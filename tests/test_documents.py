@@ -753,6 +753,15 @@ def test_cli_generates_and_verifies(
     signed_out = tmp_path / "signed.pdf"
     result = runner.invoke(main, ["documents", "sign", document_id, "-o", str(signed_out)])
     assert result.exit_code == 0, result.output
+    listed = runner.invoke(main, ["documents", "list", pid])
+    assert listed.exit_code == 0, listed.output
+    assert document_id in listed.output
+    assert "signé" in listed.output
+    again = tmp_path / "again.pdf"
+    result = runner.invoke(main, ["documents", "download", document_id, "-o", str(again)])
+    assert result.exit_code == 0, result.output
+    assert again.read_bytes() == out.read_bytes()
+    assert runner.invoke(main, ["documents", "download", "doc-inconnu"]).exit_code == 2
     result = runner.invoke(main, ["documents", "verify", str(signed_out)])
     assert result.exit_code == 0, result.output
     assert "signature valide" in result.output

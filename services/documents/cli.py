@@ -154,6 +154,33 @@ def verify(target: str, trust_roots: Path | None) -> None:
     _report(view)
 
 
+@documents.command("list")
+@click.argument("patient_id")
+def list_command(patient_id: str) -> None:
+    """Liste les documents d'un patient (identifiant, type, format, date, signé, SHA-256)."""
+    with platform_session() as platform:
+        views = workflow.list_documents(platform, CLI_CONTEXT, patient_id)
+    for view in views:
+        signed = "signé" if view.signed_from else "-"
+        click.echo(
+            f"{view.id}\t{view.kind}\t{view.format}\t{view.created_at:%Y-%m-%d %H:%M}\t"
+            f"{signed}\t{view.sha256}"
+        )
+
+
+@documents.command("download")
+@click.argument("document_id")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None)
+def download(document_id: str, output: Path | None) -> None:
+    """Écrit le document DOCUMENT_ID (contrôlé contre son SHA-256) dans OUTPUT."""
+    with platform_session() as platform:
+        try:
+            _, content = workflow.document_content(platform, CLI_CONTEXT, document_id)
+        except workflow.DocumentError as exc:
+            _error(exc)
+    _write(content, output)
+
+
 @documents.command("export")
 @click.argument("kind", type=click.Choice(["bpm-status", "findings"]))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None)
