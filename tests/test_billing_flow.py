@@ -381,6 +381,15 @@ def test_exports_and_summary(env: Env) -> None:
         ).status_code
         == 400
     )
+    tac = env.client.get("/api/v1/billing/invoices", params={"code": "TAC"}, headers=h).json()
+    assert tac
+    assert all(i["invoice"]["lines"][0]["code"] == "TAC" for i in tac)
+    assert (
+        env.client.get(
+            "/api/v1/billing/invoices", params={"code": "bad code"}, headers=h
+        ).status_code
+        == 400
+    )
     summary = env.client.get("/api/v1/billing/summary", params={"month": "2024-05"}, headers=h)
     assert summary.status_code == 200, summary.text
     figures = summary.json()

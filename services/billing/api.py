@@ -506,6 +506,36 @@ class BillingController(Controller):
         record(audit, ctx, "invoice_read", "patient", [invoice.patient_id], purpose=PURPOSE)
         return repository.view(store.db, str(invoice_id), invoice)
 
+    @get("/invoices", guards=[requires(READ)], sync_to_thread=True)
+    def list_invoices(
+        self,
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+        code: Annotated[str | None, Parameter(query="code", pattern=r"^[A-Z0-9]{1,8}$")] = None,
+        start: Annotated[date | None, Parameter(query="start")] = None,
+        end: Annotated[date | None, Parameter(query="end")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+        offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
+    ) -> list[InvoiceView]:
+        """Invoices per act (``code``) and period (act date), oldest first."""
+        found = [
+            (i, inv)
+            for i, inv in repository.invoices(store)
+            if (code is None or any(line.code == code for line in inv.lines))
+            and (start is None or inv.issued_on >= start)
+            and (end is None or inv.issued_on <= end)
+        ][offset : offset + limit]
+        record(
+            audit,
+            ctx,
+            "invoice_list",
+            "patient",
+            sorted({inv.patient_id for _, inv in found}),
+            purpose=PURPOSE,
+        )
+        return [repository.view(store.db, i, inv) for i, inv in found]
+
     @get("/patients/{patient_id:uuid}/invoices", guards=[requires(READ)], sync_to_thread=True)
     def patient_invoices(
         self,
