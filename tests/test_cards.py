@@ -470,3 +470,21 @@ def test_pcscd_unreachable_is_a_typed_error(vpcd_port: int, tmp_path: Path) -> N
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
     )
     assert json.loads(done.stdout)["error"] == "pcsc_unavailable", done.stderr
+
+
+def test_concurrent_reads_do_not_interleave(vpcd_port: int) -> None:
+    """Each dialogue runs in a PC/SC transaction: two readers of one card never mix their
+    SELECT and READ BINARY."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read_many() -> list[str]:
+        names = []
+        for _ in range(15):
+            card = read_card(READER, timeout_s=5)
+            assert isinstance(card, VitaleCard)
+            names += [b.nir for b in card.beneficiaries]
+        return names
+
+    with Inserted(vpcd_port, vitale(JEANNE, LEO)), ThreadPoolExecutor(3) as pool:
+        results = [f.result() for f in [pool.submit(read_many) for _ in range(3)]]
+    assert all(r == [JEANNE["nir"], LEO["nir"]] * 15 for r in results)

@@ -202,9 +202,16 @@ class PcscContext:
             if code in (scard.SCARD_E_NO_SMARTCARD, scard.SCARD_W_REMOVED_CARD):
                 raise NoCard(detail=_message(code))
             raise error_for(code, "SCardConnect")
-        channel = CardChannel(self, reader, card, protocol, timeout_s)
         try:
-            yield channel
+            # One dialogue at a time: another program's APDUs between our SELECT and READ
+            # BINARY would read the wrong file.
+            code = scard.SCardBeginTransaction(card)
+            if code != scard.SCARD_S_SUCCESS:
+                raise error_for(code, "SCardBeginTransaction")
+            try:
+                yield CardChannel(self, reader, card, protocol, timeout_s)
+            finally:
+                scard.SCardEndTransaction(card, scard.SCARD_LEAVE_CARD)
         finally:
             scard.SCardDisconnect(
                 card, scard.SCARD_RESET_CARD if reset_on_close else scard.SCARD_LEAVE_CARD
