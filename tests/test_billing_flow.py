@@ -529,6 +529,26 @@ def test_cli_bills_signs_sends_and_transmits(env: Env) -> None:
     assert returns[0]["acknowledged_lots"] == [lot["lot_id"]]
     assert returns[1]["rejected"] == [fse_id]  # the simulator does not know this beneficiary
     assert fse_id in run("billing", "rejected")
+    listed = json.loads(run("billing", "invoices", "--patient", pid))
+    assert [i["status"] for i in listed] == ["rejected"]
+    invoice_id = listed[0]["id"]
+    over = runner.invoke(
+        main,
+        [
+            "billing",
+            "pay",
+            invoice_id,
+            "--payer",
+            "patient",
+            "--amount-cents",
+            "1001",
+            "--method",
+            "cash",
+        ],
+        env=env.values,
+    )
+    assert over.exit_code == 1  # the patient owes 10.00 EUR (30 % of 33.33 EUR), not more
+    assert "dépasse" in over.output
     checked = json.loads(run("sesam", "check", "rights", pid))
     assert checked["status"] == "not_found"
     assert "inconnu" in checked["message"]

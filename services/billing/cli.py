@@ -272,3 +272,21 @@ def pay_command(
                 }
             )
         )
+
+
+@billing.command("invoices")
+@click.option("--patient", "patient_id", default=None, help="Only this patient's invoices.")
+@click.option("--code", default=None, help="Only invoices with this act code.")
+def invoices_command(patient_id: str | None, code: str | None) -> None:
+    """Invoices with their payments and what is still owed (JSON)."""
+    from services.billing.store import invoices, view
+
+    with platform_session() as platform:
+        found = [
+            view(platform.store.db, i, inv)
+            for i, inv in invoices(platform.store, patient_id=patient_id)
+            if code is None or any(line.code == code for line in inv.lines)
+        ]
+        for pid in sorted({v.invoice.patient_id for v in found}):
+            _audit(platform, "invoice_list", "patient", pid, "success")
+        _echo(found)
