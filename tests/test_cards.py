@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from appliance.cli import main
-from appliance.config import Settings
+from appliance.config import Settings, load_settings
+from appliance.platform import open_platform
 from drivers.cps_vitale import (
     CardConfig,
     CardMonitor,
@@ -250,7 +251,9 @@ def test_vitale_read_through_pcscd(vpcd_port: int, protocol: str, apdus: int) ->
     ]
 
 
-def test_cli_read_json_contract(vpcd_port: int) -> None:
+def test_cli_read_json_contract(
+    vpcd_port: int, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     with Inserted(vpcd_port, vitale(JEANNE)):
         code, output = run_cli("cards", "read", "--reader", READER, "--timeout", "5", "--json")
     assert code == 0, output
@@ -259,6 +262,17 @@ def test_cli_read_json_contract(vpcd_port: int) -> None:
     assert answer["type"] == "vitale"
     assert answer["beneficiaries"] == [JEANNE]
     assert answer["apdus"] == 7
+    platform = open_platform(load_settings(), with_tokens=False)
+    try:
+        entries = [(e.action, e.actor, e.outcome) for e in platform.audit.entries(limit=1000)]
+    finally:
+        platform.close()
+    assert ("vitale.read", "system:cli", "no_match") in entries  # audited, no NIR logged
+    monkeypatch.setenv("HYGIE_KEY_DIR", str(tmp_path / "no-keys"))
+    with Inserted(vpcd_port, vitale(JEANNE)):
+        code, output = run_cli("cards", "read", "--timeout", "5", "--json")
+    assert code == 1
+    assert json.loads(output)["error"] == "audit_unavailable"  # fail closed
     with Inserted(vpcd_port, cps()):
         code, output = run_cli("cards", "read", "--timeout", "5", "--json")
     assert code == 0, output

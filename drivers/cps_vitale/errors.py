@@ -163,3 +163,11 @@ class SesamUnavailable(CardError):
 class SimulatorError(CardError):
     code = "simulator_error"
     default_message = "Le lecteur virtuel (vpcd) n'est pas joignable : pcscd est-il lancé ?"
+
+
+class AuditUnavailable(CardError):
+    code = "audit_unavailable"
+    default_message = (
+        "Lecture refusée : le journal d'audit de l'appliance est indisponible (clés ou base "
+        "de données)."
+    )

@@ -16,7 +16,6 @@ from litestar.params import Parameter
 
 from appliance.audit import AuditLog
 from appliance.dependencies import RequestContext
-from appliance.fieldcrypto import FieldCryptoError
 from appliance.keys import SecretError
 from appliance.platform import Platform
 from appliance.problems import Problem
@@ -36,7 +35,7 @@ from services.cards.models import (
     VitaleView,
 )
 from services.identity.cards import register_card_authenticator
-from services.patients import PatientCrypto, find_patient, patient_crypto
+from services.patients import PatientCrypto, patient_crypto
 
 CRYPTO_STATE_KEY = "cards_patients_crypto"
 
@@ -60,37 +59,27 @@ def _crypto(state: State, platform: Platform) -> PatientCrypto | None:
 def _vitale_view(
     card: VitaleCard, platform: Platform, state: State, audit: AuditLog, ctx: RequestContext
 ) -> VitaleView:
-    crypto = _crypto(state, platform)
-    people = []
-    with audit.store.write():
-        for beneficiary in card.beneficiaries:
-            patient_id = None
-            if crypto is not None:
-                try:
-                    patient_id = find_patient(platform.store, crypto, nir=beneficiary.nir)
-                except FieldCryptoError:
-                    patient_id = None
-            audit.record(
-                ctx.audit_event(
-                    "vitale.read",
-                    "patient",
-                    patient_id or "",
-                    purpose="care",
-                    outcome="success" if patient_id else "no_match",
-                )
-            )
-            people.append(
-                BeneficiaryView(
-                    **beneficiary.as_json(),
-                    patient_id=patient_id,
-                    form=logic.patient_form(beneficiary),
-                )
-            )
+    patient_ids = logic.match_and_audit(
+        platform.store,
+        audit,
+        _crypto(state, platform),
+        card,
+        lambda object_id, outcome: ctx.audit_event(
+            "vitale.read", "patient", object_id, purpose="care", outcome=outcome
+        ),
+    )
     return VitaleView(
         reader=card.reader,
         atr=card.atr,
         protocol=card.protocol,
-        beneficiaries=people,
+        beneficiaries=[
+            BeneficiaryView(
+                **beneficiary.as_json(),
+                patient_id=patient_id,
+                form=logic.patient_form(beneficiary),
+            )
+            for beneficiary, patient_id in zip(card.beneficiaries, patient_ids, strict=True)
+        ],
         apdus=card.apdus,
         ms=card.ms,
     )

@@ -18,10 +18,19 @@ from typing import Any
 
 import click
 
+from appliance.audit import AuditEvent
 from appliance.commands import EXIT_FAILURE, cli_settings, fail
+from appliance.config import Settings
+from appliance.keys import SecretError
+from appliance.platform import open_platform
+from appliance.store import StoreError
 from drivers.cps_vitale import CardError, CardMonitor, VitaleCard, list_readers
+from drivers.cps_vitale.errors import AuditUnavailable
 from drivers.cps_vitale.virtual import VpcdLink, load_card
 from services.cards import logic
+from services.patients import patient_crypto
+
+ACTOR = "system:cli"
 
 
 def _emit(payload: dict[str, Any]) -> None:
@@ -33,6 +42,39 @@ def _card_failure(exc: CardError, as_json: bool) -> None:
         _emit(exc.as_json())
         sys.exit(EXIT_FAILURE)
     fail(exc.message)
+
+
+def _audit_vitale(settings: Settings, card: VitaleCard, as_json: bool) -> None:
+    """A Vitale read is patient data access: audited before anything is printed, and
+    refused when the audit log cannot be written (fail closed)."""
+
+    def event(object_id: str, outcome: str) -> AuditEvent:
+        return AuditEvent(
+            actor=ACTOR,
+            role="system",
+            action="vitale.read",
+            object_type="patient",
+            object_id=object_id,
+            purpose="care",
+            client_addr="local",
+            outcome=outcome,
+        )
+
+    try:
+        platform = open_platform(settings, with_tokens=False)
+    except (SecretError, StoreError) as exc:
+        _card_failure(AuditUnavailable(detail=str(exc)), as_json)
+        return
+    try:
+        try:
+            crypto = patient_crypto(settings)
+        except SecretError:
+            crypto = None
+        logic.match_and_audit(platform.store, platform.audit, crypto, card, event)
+    except StoreError as exc:
+        _card_failure(AuditUnavailable(detail=str(exc)), as_json)
+    finally:
+        platform.close()
 
 
 @click.group(help="Lecteurs de cartes : Vitale et CPS (pcscd).")
@@ -52,6 +94,8 @@ def read_command(reader: str | None, timeout_s: float | None, as_json: bool) -> 
     except CardError as exc:
         _card_failure(exc, as_json)
         return
+    if isinstance(card, VitaleCard):
+        _audit_vitale(settings, card, as_json)
     if as_json:
         _emit(card.as_json())
         return

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
@@ -24,7 +24,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from appliance.audit import AuditEvent, AuditLog
 from appliance.config import Environment, Settings
+from appliance.fieldcrypto import FieldCryptoError
+from appliance.store import Store
 from drivers.cps_vitale import (
     Beneficiary,
     CardConfig,
@@ -40,6 +43,7 @@ from drivers.cps_vitale import (
 from drivers.cps_vitale import open_signer as _open_signer
 from drivers.cps_vitale.errors import UnknownCard
 from services.identity.cards import CardLoginError
+from services.patients import PatientCrypto, find_patient
 from services.patients.logic import compact, nir_problem
 from services.patients.models import Identity, Patient
 
@@ -119,6 +123,30 @@ def patient_form(beneficiary: Beneficiary) -> dict[str, Any] | None:
         )
     )
     return msgspec.to_builtins(patient)  # type: ignore[no-any-return]
+
+
+def match_and_audit(
+    store: Store,
+    audit: AuditLog,
+    crypto: PatientCrypto | None,
+    card: VitaleCard,
+    event: Callable[[str, str], AuditEvent],
+) -> list[str | None]:
+    """The patient record of each beneficiary (by NIR, through the patients service's blind
+    index), each read audited in one audit transaction before anything is shown (fail
+    closed). ``event(object_id, outcome)`` builds the entry: the record id, never a NIR."""
+    ids: list[str | None] = []
+    with audit.store.write():
+        for beneficiary in card.beneficiaries:
+            patient_id = None
+            if crypto is not None:
+                try:
+                    patient_id = find_patient(store, crypto, nir=beneficiary.nir)
+                except FieldCryptoError:
+                    patient_id = None
+            audit.record(event(patient_id or "", "success" if patient_id else "no_match"))
+            ids.append(patient_id)
+    return ids
 
 
 class CardEvents:
@@ -260,6 +288,7 @@ __all__ = [
     "CpsPinAuthenticator",
     "card_config",
     "check_nirs",
+    "match_and_audit",
     "open_signer",
     "patient_form",
     "read",
