@@ -247,6 +247,9 @@ def test_csv_is_excel_friendly_and_defuses_formulas() -> None:
     assert data.startswith("\ufeff".encode())
     rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig")), delimiter=";"))
     assert rows == [["a", "b"], ["'=SUM(A1)", "2024-01-02"], ["Dupont; Jean", ""]]
+    only_first = logic.to_csv(("a", "b"), [("@x", "+33 1"), ("y", "-1")], text_columns=(0,))
+    parsed = list(csv.reader(io.StringIO(only_first.decode("utf-8-sig")), delimiter=";"))
+    assert parsed[1:] == [["'@x", "+33 1"], ["y", "-1"]]
 
 
 # --------------------------------------------------------------------------- three formats

@@ -667,8 +667,12 @@ def findings_rows(platform: Platform) -> list[tuple[object, ...]]:
 def export_csv(platform: Platform, ctx: RequestContext, kind: ExportKind) -> bytes:
     """CSV export for the pharmacy's own follow-up; audited (an export of patient data)."""
     if kind == "bpm-status":
-        data = logic.to_csv(logic.BPM_STATUS_COLUMNS, bpm_status_rows(platform))
+        data = logic.to_csv(
+            logic.BPM_STATUS_COLUMNS, bpm_status_rows(platform), text_columns=logic.BPM_STATUS_TEXT
+        )
     else:
-        data = logic.to_csv(logic.FINDINGS_COLUMNS, findings_rows(platform))
+        data = logic.to_csv(
+            logic.FINDINGS_COLUMNS, findings_rows(platform), text_columns=logic.FINDINGS_TEXT
+        )
     _audit(platform, ctx, "export", "document_export", f"{kind}:{hashlib.sha256(data).hexdigest()}")
     return data
