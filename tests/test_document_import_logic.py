@@ -208,6 +208,14 @@ def test_match_tolerates_ocr_slips_and_never_invents() -> None:
     single = logic.match_line(INDEX, "Amlodipine Biogaran gélule")
     assert single is not None
     assert single.cis == "65728601"  # one strength only: nothing was chosen
+    misread = logic.match_line(INDEX, "Doliprane 500 ns gélule")  # « mg » misread
+    assert misread is not None
+    assert misread.cis == "60000001"
+    assert misread.score < 1
+    assert logic.match_line(INDEX, "Doliprane 5° cp").cis is None  # type: ignore[union-attr]
+    posology_number = logic.match_line(INDEX, "Doliprane cp 1 cp le soir")
+    assert posology_number is not None
+    assert posology_number.cis is None  # « 1 » is a dose, not « 1 g »
     assert logic.match_line(INDEX, "Docteur Jean MARTIN") is None
     assert logic.match_line(INDEX, "Zorglub 10 mg") is None
     assert logic.match_line(logic.CatalogIndex([]), "Doliprane 1000 mg") is None

@@ -408,6 +408,9 @@ def _form_words(text: str) -> set[str]:
     return {_FORM_ABBREVIATIONS.get(w, w) for w in words} - _FORM_FILLERS - {""}
 
 
+_NUMBER_AFTER = re.compile(r"(?<![\d,.])(\d+)(?![\d,.])")
+
+
 def _digits(strength: str | None) -> str:
     return re.sub(r"\D", "", strength or "")
 
@@ -475,6 +478,18 @@ def match_line(index: CatalogIndex, text: str) -> Match | None:
                 same, score = digits, score * 0.9
         if not strength and len({_entry_strength(e) for e in candidates}) == 1:
             same = list(candidates)  # one strength only: nothing to choose
+        elif (
+            not strength
+            and len(written.split()) == len(key.split())  # the number follows the brand
+            and (written_number := _NUMBER_AFTER.search(text))
+        ):
+            # The unit is misread (« 500 ns » for « 500 mg »): the number alone, when it names
+            # exactly one strength of the brand, with a lower score.
+            digits = [
+                e for e in candidates if _digits(_entry_strength(e)) == written_number.group(1)
+            ]
+            if len({_entry_strength(e) for e in digits}) == 1:
+                same, score = digits, score * 0.9
         pool = same
         if not pool:
             # The brand exists, not at this strength: the written strength is kept, no CIS.
