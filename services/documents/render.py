@@ -148,8 +148,13 @@ def _xmp(model: DocumentModel, created: datetime) -> bytes:
 <?xpacket end="w"?>""".encode()
 
 
-def _pdfa_catalog(canvas: Canvas, model: DocumentModel, created: datetime) -> None:
-    """Add the XMP metadata (PDF/A-2b identification) and an sRGB output intent."""
+def _pdfa_catalog(canvas: Canvas, model: DocumentModel) -> None:
+    """Add the XMP metadata (PDF/A-2b identification) and an sRGB output intent.
+
+    The XMP dates come from the same clock reading as the ``/Info`` dates reportlab
+    writes (PDF/A wants them equal), expressed in UTC.
+    """
+    created = datetime.fromtimestamp(int(canvas._doc._timeStamp.t), UTC)
     catalog = canvas._doc.Catalog
     metadata = pdfdoc.PDFStream(content=_xmp(model, created))
     metadata.dictionary["Type"] = pdfdoc.PDFName("Metadata")
@@ -202,7 +207,6 @@ def render_pdf(model: DocumentModel) -> bytes:
     large = model.kind == "plan_de_prise"
     styles = _styles(large)
     buffer = io.BytesIO()
-    created = datetime.now(UTC)
     doc = SimpleDocTemplate(
         buffer,
         pagesize=landscape(A4) if large else A4,
@@ -250,7 +254,7 @@ def render_pdf(model: DocumentModel) -> bytes:
         canvas.restoreState()
 
     def first_page(canvas: Canvas, _doc: Any) -> None:
-        _pdfa_catalog(canvas, model, created)
+        _pdfa_catalog(canvas, model)
         on_page(canvas, _doc)
 
     doc.build(story, onFirstPage=first_page, onLaterPages=on_page)
