@@ -287,70 +287,97 @@ class CpsSession:
 
 
 class Pkcs11CpsSession:
-    """The same contract through the ANS Cryptolib CPS (PKCS#11 module), via PyKCS11.
+    """The same contract through the ANS Cryptolib CPS (a PKCS#11 module), via python-pkcs11.
 
-    Used when ``cards_pkcs11_module`` names the module (e.g. ``/usr/lib/libcps3_pkcs11_lux.so``
-    as installed by the Cryptolib package). PyKCS11 is imported only then; without it, or
-    without a token, :class:`Pkcs11Unavailable` is raised. Not exercised by the test suite:
-    the Cryptolib is not redistributable and no CPS is available to the CI.
+    Used when ``cards_pkcs11_module`` names the module (the Cryptolib's, e.g.
+    ``libcps3_pkcs11_lux.so``). The certificate is read in a public session; ``verify_pin``
+    logs in (the module has the card check the PIN); ``sign`` signs the DigestInfo with
+    ``CKM_RSA_PKCS`` using the private key whose ``CKA_ID`` is the certificate's. Tested
+    against SoftHSM 2 (tests/test_cards_pkcs11.py), not against the Cryptolib itself.
     """
 
-    def __init__(self, module_path: str, slot_index: int = 0) -> None:
+    def __init__(self, module_path: str, token_label: str | None = None) -> None:
         try:
-            import PyKCS11
-        except ImportError as exc:
-            raise Pkcs11Unavailable(detail="PyKCS11 is not installed") from exc
-        self._p11: Any = PyKCS11
-        self._lib: Any = PyKCS11.PyKCS11Lib()
+            import pkcs11
+        except ImportError as exc:  # pragma: no cover - a dependency of pyhanko[pkcs11]
+            raise Pkcs11Unavailable(detail="python-pkcs11 is not installed") from exc
+        self._p11: Any = pkcs11
         try:
-            self._lib.load(module_path)
-            slots = self._lib.getSlotList(tokenPresent=True)
-        except PyKCS11.PyKCS11Error as exc:
-            raise Pkcs11Unavailable(detail=str(exc)) from exc
-        if len(slots) <= slot_index:
+            slots = pkcs11.lib(module_path).get_slots(token_present=True)
+            tokens = [(slot, slot.get_token()) for slot in slots]
+        except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
+            raise Pkcs11Unavailable(detail=f"{module_path}: {exc}") from exc
+        if token_label is not None:
+            tokens = [(slot, token) for slot, token in tokens if token.label == token_label]
+        if not tokens:
             raise Pkcs11Unavailable("Aucune carte CPS n'est présente pour la Cryptolib.")
-        self._session: Any = self._lib.openSession(slots[slot_index])
+        self._slot, self._token = tokens[0]
+        self._public: Any = self._token.open()
+        self._user: Any = None
         self._certificate: x509.Certificate | None = None
-        self.verified = False
+        self._certificate_id: bytes | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self._user is not None
 
     def certificate(self) -> x509.Certificate:
         if self._certificate is None:
             p11 = self._p11
-            objects = self._session.findObjects([(p11.CKA_CLASS, p11.CKO_CERTIFICATE)])
-            if not objects:
+            found = list(
+                self._public.get_objects({p11.Attribute.CLASS: p11.ObjectClass.CERTIFICATE})
+            )
+            if not found:
                 raise InvalidCardData(detail="no certificate object on the token")
-            value = self._session.getAttributeValue(objects[0], [p11.CKA_VALUE], True)[0]
-            self._certificate = x509.load_der_x509_certificate(bytes(value))
+            self._certificate = x509.load_der_x509_certificate(bytes(found[0][p11.Attribute.VALUE]))
+            try:
+                self._certificate_id = bytes(found[0][p11.Attribute.ID])
+            except (p11.PKCS11Error, KeyError):
+                self._certificate_id = None
         return self._certificate
 
     def holder(self) -> CpsHolder:
         return holder_from_certificate(self.certificate())
 
+    def _flags(self) -> int:
+        return int(self._slot.get_token().flags)
+
     def verify_pin(self, pin: str) -> None:
         check_pin_format(pin)
         p11 = self._p11
+        flags = p11.TokenFlag
         try:
-            self._session.login(pin)
-        except p11.PyKCS11Error as exc:
-            if exc.value == p11.CKR_PIN_LOCKED:
+            self._user = self._token.open(user_pin=pin)
+        except p11.exceptions.PinLocked as exc:
+            raise PinBlocked() from exc
+        except p11.exceptions.PinIncorrect as exc:
+            state = self._flags()
+            if state & flags.USER_PIN_LOCKED:
                 raise PinBlocked() from exc
-            if exc.value == p11.CKR_PIN_INCORRECT:
-                raise WrongPin(None) from exc
-            raise Pkcs11Unavailable(detail=str(exc)) from exc
-        self.verified = True
+            raise WrongPin(1 if state & flags.USER_PIN_FINAL_TRY else None) from exc
+        except p11.PKCS11Error as exc:
+            raise Pkcs11Unavailable(detail=repr(exc)) from exc
 
     def sign(self, digest: bytes, algorithm: str = "sha256") -> bytes:
-        if not self.verified:
+        if self._user is None:
             raise PinRequired()
         p11 = self._p11
-        keys = self._session.findObjects([(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY)])
+        self.certificate()
+        query: dict[Any, Any] = {p11.Attribute.CLASS: p11.ObjectClass.PRIVATE_KEY}
+        if self._certificate_id:
+            query[p11.Attribute.ID] = self._certificate_id
+        keys = list(self._user.get_objects(query))
         if not keys:
             raise InvalidCardData(detail="no private key object on the token")
         payload = digest_info(digest, algorithm)
-        signature = self._session.sign(keys[0], payload, p11.Mechanism(p11.CKM_RSA_PKCS))
-        return bytes(signature)
+        try:
+            return bytes(keys[0].sign(payload, mechanism=p11.Mechanism.RSA_PKCS))
+        except p11.PKCS11Error as exc:
+            raise Pkcs11Unavailable(detail=repr(exc)) from exc
 
     def close(self) -> None:
-        with contextlib.suppress(self._p11.PyKCS11Error):  # not logged in: nothing to undo
-            self._session.logout()
-        self._session.closeSession()
+        for session in (self._user, self._public):
+            if session is not None:
+                with contextlib.suppress(self._p11.PKCS11Error):
+                    session.close()
+        self._user = None

@@ -46,9 +46,17 @@ def test_ca() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
 def holder_certificate(
     surname: str, first_name: str, national_id: str, profession: str
 ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    """A CPS-like authentication certificate signed by :func:`test_ca`."""
-    ca_key, ca = test_ca()
+    """A fresh RSA key and its CPS-like certificate signed by :func:`test_ca`."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    return key, certificate_for(key.public_key(), surname, first_name, national_id, profession)
+
+
+def certificate_for(
+    public_key: rsa.RSAPublicKey, surname: str, first_name: str, national_id: str, profession: str
+) -> x509.Certificate:
+    """A CPS-like authentication certificate for ``public_key`` (a key generated elsewhere,
+    e.g. on a PKCS#11 token), signed by :func:`test_ca`."""
+    ca_key, ca = test_ca()
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
@@ -65,7 +73,7 @@ def holder_certificate(
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=3 * 365))
@@ -85,4 +93,4 @@ def holder_certificate(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return key, certificate
+    return certificate
