@@ -180,6 +180,12 @@ def simulate_command(
     if (vitale is None) == (cps is None):
         fail("indiquez une carte : --vitale FICHIER ou --cps FICHIER", 2)
     settings = cli_settings()
+    if not settings.uses_virtual_card_readers:
+        fail(
+            "les lecteurs virtuels sont ignorés sur cette appliance (cards_virtual_readers) : "
+            "la carte simulée ne serait pas lue",
+            2,
+        )
     try:
         card = load_card("vitale" if vitale else "cps", vitale or cps)  # type: ignore[arg-type]
         link = VpcdLink(card, port=settings.cards_vpcd_port + slot)
