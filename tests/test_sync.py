@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -23,6 +25,7 @@ from sync.envelope import RELAY_KIND, RELAY_STREAM, open_entry
 from sync.logic import run_once, status
 from sync.server.gateway_simulator import create_gateway_app
 from sync.server.relay import Relay
+from sync.server.storage import CloudStore
 from tests.test_sync_support import (
     TENANT,
     CloudServer,
@@ -201,3 +204,75 @@ def test_agent_breaker_opens_when_the_cloud_stays_down(
     assert "circuit open" in (reports[-1].error or "")
     assert status(platform.store, s).breaker == "opened"
     assert backlog_size(platform.store.db) == 3
+
+
+def test_worker_task_pushes_when_configured(
+    platform: Platform, settings: Settings, pki: Pki, cloud: CloudServer
+) -> None:
+    from dataclasses import replace
+
+    from huey import MemoryHuey
+
+    from sync import register_tasks
+
+    huey = MemoryHuey(immediate=True)
+    register_tasks(huey, platform)
+    periodic = huey._registry._periodic_tasks
+    assert [task.__name__ for task in periodic] == ["sync_push_pull"]
+    periodic[0]().execute()  # sync_url unset: a no-op
+    pki.enroll(settings)
+    _fill(platform, 7)
+    configured = replace(platform, settings=sync_settings(settings, cloud.url))
+    huey = MemoryHuey(immediate=True)
+    register_tasks(huey, configured)
+    huey._registry._periodic_tasks[0]().execute()
+    assert backlog_size(platform.store.db) == 0
+    assert [e.seq for e in cloud.store.events(TENANT)] == list(range(1, 8))
+
+
+def test_sync_server_commands(
+    pki: Pki, secantus: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sync.server.app import main as server_main
+    from sync.server.pki import tenant_of_pem_file
+    from tests.test_sync_support import Secantus
+
+    assert isinstance(secantus, Secantus)
+    runner = CliRunner()
+    ca_dir = tmp_path / "ca"
+    result = runner.invoke(server_main, ["init-ca", str(ca_dir)])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(server_main, ["init-ca", str(ca_dir)]).exit_code != 0
+    out = tmp_path / "appliance"
+    result = runner.invoke(server_main, ["issue-appliance", str(ca_dir), "pharma-42", str(out)])
+    assert result.exit_code == 0, result.output
+    assert tenant_of_pem_file(out / "sync-client.pem") == "pharma-42"
+    bad = runner.invoke(server_main, ["issue-appliance", str(ca_dir), "Pharma 42!", str(out)])
+    assert bad.exit_code != 0
+    database = f"cli{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("HYGIE_SYNC_SERVER_MONGO_URI", secantus.uri)
+    monkeypatch.setenv("HYGIE_SYNC_SERVER_DATABASE", database)
+    payload = tmp_path / "update.json"
+    payload.write_text('{"thesaurus": "2025-07"}')
+    args = [
+        "publish",
+        "--tenant",
+        "pharma-42",
+        "--stream",
+        "knowledge",
+        "--kind",
+        "knowledge.update",
+        "--id",
+        "thesaurus-2025-07",
+        str(payload),
+    ]
+    first = runner.invoke(server_main, args)
+    again = runner.invoke(server_main, args)
+    assert first.exit_code == again.exit_code == 0, first.output
+    assert "feed position 1" in again.output
+    store = CloudStore.connect(secantus.uri, database)
+    try:
+        assert [i.payload for i in store.feed("pharma-42", 0, 10)] == [{"thesaurus": "2025-07"}]
+    finally:
+        store.client.drop_database(database)
+        store.close()
