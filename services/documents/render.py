@@ -123,10 +123,12 @@ def _styles(large: bool) -> dict[str, ParagraphStyle]:
     }
 
 
-def _xmp(model: DocumentModel, created: datetime) -> bytes:
+def _xmp(model: DocumentModel, created: datetime, producer: str) -> bytes:
+    """XMP mirroring the ``/Info`` entries reportlab writes (PDF/A wants them equal)."""
     stamp = created.strftime("%Y-%m-%dT%H:%M:%SZ")
     title = escape(model.title)
     author = escape(model.pharmacy.name)
+    subject = escape(model.template_version)
     return f"""<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
 <x:xmpmeta xmlns:x="adobe:ns:meta/">
  <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
@@ -137,11 +139,15 @@ def _xmp(model: DocumentModel, created: datetime) -> bytes:
    <pdfaid:conformance>B</pdfaid:conformance>
    <dc:title><rdf:Alt><rdf:li xml:lang="x-default">{title}</rdf:li></rdf:Alt></dc:title>
    <dc:creator><rdf:Seq><rdf:li>{author}</rdf:li></rdf:Seq></dc:creator>
+   <dc:description><rdf:Alt><rdf:li xml:lang="x-default">{subject}</rdf:li></rdf:Alt>
+   </dc:description>
    <dc:language><rdf:Bag><rdf:li>fr-FR</rdf:li></rdf:Bag></dc:language>
    <xmp:CreateDate>{stamp}</xmp:CreateDate>
    <xmp:ModifyDate>{stamp}</xmp:ModifyDate>
    <xmp:CreatorTool>Hygie ({model.template_version})</xmp:CreatorTool>
-   <pdf:Producer>ReportLab PDF Library - www.reportlab.com</pdf:Producer>
+   <pdf:Producer>{escape(producer)}</pdf:Producer>
+   <pdf:Keywords></pdf:Keywords>
+   <pdf:Trapped>False</pdf:Trapped>
   </rdf:Description>
  </rdf:RDF>
 </x:xmpmeta>
@@ -156,7 +162,7 @@ def _pdfa_catalog(canvas: Canvas, model: DocumentModel) -> None:
     """
     created = datetime.fromtimestamp(int(canvas._doc._timeStamp.t), UTC)
     catalog = canvas._doc.Catalog
-    metadata = pdfdoc.PDFStream(content=_xmp(model, created))
+    metadata = pdfdoc.PDFStream(content=_xmp(model, created, canvas._doc.info.producer))
     metadata.dictionary["Type"] = pdfdoc.PDFName("Metadata")
     metadata.dictionary["Subtype"] = pdfdoc.PDFName("XML")
     metadata.filters = []  # PDF/A: the XMP packet stays readable
