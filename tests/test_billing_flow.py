@@ -498,6 +498,15 @@ def test_relay_items_from_the_sync_inbox_are_reconciled(env: Env) -> None:
     assert results[2].paid == [fse["id"]]
     assert results[2].payments_recorded == 1
     assert process_inbox(store, actor="system:worker") == []  # each item once
+    with store.write() as db:
+        receive(
+            db,
+            remote_id="rej-unknown",
+            stream="teletransmission",
+            kind="fse.rejection",
+            payload={"lot_id": "unknown-lot", "reason": "lot illisible"},
+        )
+    assert process_inbox(store, actor="system:worker")[0].ignored == ["ARL unknown-lot"]
     state = env.client.get(f"/api/v1/billing/fse/{fse['id']}", headers=h).json()["fse"]
     assert (state["state"], state["paid_cents"]) == ("paid", 2333)
 

@@ -360,7 +360,8 @@ def gateway_return(
     db: sqlite_utils.Database, kind: str, payload: dict[str, Any]
 ) -> tuple[ReturnFile, list[str]] | None:
     """The records of one item the sync relay brought back from the insurance gateway
-    (``fse.ack``: a lot's ARL; ``fse.payment``: a payment of a whole lot), or ``None`` for
+    (``fse.ack``: a lot's ARL, negative when ``status`` is not ``accepted``;
+    ``fse.rejection``: a negative ARL; ``fse.payment``: a payment of a whole lot), or ``None`` for
     another kind. A lot payment is spread on its FSE only when its amount is exactly the
     lot's AMO total; otherwise nothing is marked paid and a note says why."""
     lot_id = payload.get("lot_id")
@@ -368,10 +369,10 @@ def gateway_return(
     empty = ReturnFile(
         emitter=str(payload.get("gateway", "gateway")), created_on=today, acks=(), payments=()
     )
-    if kind == "fse.ack":
+    if kind in ("fse.ack", "fse.rejection"):
         if not isinstance(lot_id, str):
             return empty, [f"ARL sans lot ({payload.get('reason')})"]
-        accepted = payload.get("status") == "accepted"
+        accepted = kind == "fse.ack" and payload.get("status") == "accepted"
         label = payload.get("reason") or ("Lot accepté" if accepted else "Lot rejeté")
         ack = ArlRecord(
             lot_id=lot_id, accepted=accepted, code="000" if accepted else "REJ", label=str(label)
