@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import pdfplumber
 import pytest
@@ -350,6 +351,15 @@ def test_pdf_docx_and_html_say_the_same_words() -> None:
     assert b"/BaseFont /Helvetica" not in pdf
     assert b"<pdfaid:part>2</pdfaid:part>" in pdf
     assert b"/OutputIntents" in pdf
+    with pdfplumber.open(io.BytesIO(pdf)) as opened:
+        info = opened.metadata
+    xmp = pdf[pdf.index(b"<x:xmpmeta") : pdf.index(b"</x:xmpmeta>")].decode()
+    for value in (info["Title"], info["Producer"], info["Creator"], info["Subject"]):
+        assert escape(value) in xmp  # PDF/A: the XMP says what /Info says
+    stamp = datetime.strptime(info["CreationDate"][2:16], "%Y%m%d%H%M%S")
+    offset = info["CreationDate"][16:].replace("'", "")
+    when = datetime.strptime(stamp.strftime("%Y%m%d%H%M%S") + offset, "%Y%m%d%H%M%S%z")
+    assert f"<xmp:CreateDate>{when.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}<" in xmp
 
 
 # --------------------------------------------------------------------------- signatures
