@@ -243,7 +243,11 @@ def main() -> None:
         cpu.append((time.thread_time() - c0) * 1000)
         findings += len(result.findings)
     total = time.perf_counter() - started
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     figures: dict[str, Any] = {
+        # the machine's 1-minute load average at the end of the timed loop: on a shared
+        # machine the wall percentiles only mean something next to it
+        "load_average_1min": load_after,
         "patients": len(records),
         "drugs_mean": statistics.mean(len(r.drugs) for r in records),
         "findings_mean": findings / len(records),
