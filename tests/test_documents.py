@@ -783,7 +783,7 @@ def test_cli_generates_and_verifies(
     assert "aucune signature" in result.output
     result = runner.invoke(main, ["documents", "generate", "synthesis", "inconnu"])
     assert result.exit_code == 2
-    assert "no patient" in result.output
+    assert "patient inconnu" in result.output
     result = runner.invoke(main, ["documents", "export", "bpm-status"])
     assert result.exit_code == 0
     assert pid in result.output

@@ -132,7 +132,7 @@ def _crypto(settings: Settings) -> PatientCrypto:
 def _patient(store: Store, crypto: PatientCrypto, patient_id: str) -> PatientInfo:
     loaded = load_patient(store, crypto, patient_id)
     if loaded is None:
-        raise DocumentError(404, "not-found", f"no patient '{patient_id}'")
+        raise DocumentError(404, "not-found", f"patient inconnu : {patient_id}")
     identity = loaded[0].identity
     gp = loaded[0].gp
     return PatientInfo(
@@ -185,21 +185,23 @@ def findings_of(
     if analysis_id is not None:
         loaded = load_analysis(store, analysis_id)
         if loaded is None:
-            raise DocumentError(404, "not-found", f"no analysis '{analysis_id}'")
+            raise DocumentError(404, "not-found", f"analyse inconnue : {analysis_id}")
         patient_ref, result = loaded
         if patient_ref is not None and patient_ref != patient_id:
             raise DocumentError(
-                400, "analysis-of-another-patient", "this analysis is not about this patient"
+                400, "analysis-of-another-patient", "cette analyse ne concerne pas ce patient"
             )
     else:
         bundle = everything(store, crypto, patient_id)
         if bundle is None:
-            raise DocumentError(404, "not-found", f"no patient '{patient_id}'")
+            raise DocumentError(404, "not-found", f"patient inconnu : {patient_id}")
         try:
             result = analyze_bundle(bundle, store)
         except BundleError as exc:
             raise DocumentError(
-                422, "record-not-analysable", f"the patient's record cannot be analysed: {exc}"
+                422,
+                "record-not-analysable",
+                f"le dossier du patient ne peut pas être analysé : {exc}",
             ) from exc
     items = [
         logic.finding_item(
@@ -229,21 +231,21 @@ def _synthesis_text(
     if written is not None:
         if generation_id is not None:
             raise DocumentError(
-                400, "synthesis-source", "give synthesis_text or generation_id, not both"
+                400, "synthesis-source", "donner synthesis_text ou generation_id, pas les deux"
             )
         return written.strip(), "pharmacist"
     if generation_id is None:
         return logic.engine_synthesis(findings), "engine"
     record = stored_generation(store, generation_id)
     if record is None:
-        raise DocumentError(404, "not-found", f"no generation '{generation_id}'")
+        raise DocumentError(404, "not-found", f"brouillon inconnu : {generation_id}")
     if record.task != "bpm_synthesis" or record.patient_id != patient_id:
         raise DocumentError(
-            400, "generation-mismatch", "this generation is not a BPM synthesis of this patient"
+            400, "generation-mismatch", "ce brouillon n'est pas une synthèse BPM de ce patient"
         )
     if not record.valid or record.draft is None:
         raise DocumentError(
-            409, "generation-invalid", "this generation did not pass validation: nothing to print"
+            409, "generation-invalid", "ce brouillon n'a pas passé la validation : rien à imprimer"
         )
     return record.draft.texte, generation_id
 
@@ -258,26 +260,28 @@ def _step(
     step_index: int | None,
 ) -> StepInfo:
     if cycle_id is None:
-        raise DocumentError(400, "cycle-required", f"'{kind}' needs cycle_id (the BPM cycle)")
+        raise DocumentError(400, "cycle-required", f"« {kind} » demande cycle_id (le cycle BPM)")
     cycle = bpm_cycle(store, crypto, cycle_id)
     if cycle is None or cycle.patient_id != patient_id:
-        raise DocumentError(404, "not-found", f"no BPM cycle '{cycle_id}' for this patient")
+        raise DocumentError(404, "not-found", f"cycle BPM inconnu pour ce patient : {cycle_id}")
     if kind == "fiche_conseil":
         steps = [s for s in cycle.steps if s.kind == "conseil"]
         if not steps:
             raise DocumentError(
-                409, "step-not-done", "the entretien conseil of this cycle is not recorded yet"
+                409, "step-not-done", "l'entretien conseil de ce cycle n'est pas encore enregistré"
             )
         step = steps[-1]
     else:
         if not cycle.steps:
-            raise DocumentError(409, "step-not-done", "no step of this cycle is recorded yet")
+            raise DocumentError(
+                409, "step-not-done", "aucune étape de ce cycle n'est encore enregistrée"
+            )
         index = len(cycle.steps) - 1 if step_index is None else step_index
         if index >= len(cycle.steps):
             raise DocumentError(
                 400,
                 "step-index",
-                f"step_index {index} is past the {len(cycle.steps)} recorded step(s)",
+                f"step_index {index} : le cycle n'a que {len(cycle.steps)} étape(s) enregistrée(s)",
             )
         step = cycle.steps[index]
     return StepInfo(
@@ -313,7 +317,7 @@ def build_model(
     if cycle_id is not None and kind in ("synthesis", "plan_de_prise"):
         cycle = bpm_cycle(store, crypto, cycle_id)
         if cycle is None or cycle.patient_id != patient_id:
-            raise DocumentError(404, "not-found", f"no BPM cycle '{cycle_id}' for this patient")
+            raise DocumentError(404, "not-found", f"cycle BPM inconnu pour ce patient : {cycle_id}")
     if kind == "synthesis":
         treatments = treatments_of(store, patient_id, today)
         findings, unevaluated = findings_of(store, crypto, patient_id, analysis_id)
@@ -443,7 +447,7 @@ def _existing(
             document_id[:128] if _ID.match(document_id) else "",
             outcome="not_found",
         )
-        raise DocumentError(404, "not-found", f"no document '{document_id[:40]}'")
+        raise DocumentError(404, "not-found", f"document inconnu : {document_id[:40]}")
     return doc
 
 
@@ -461,7 +465,11 @@ def document_content(
     content = repository.content(platform.store, doc.id) or b""
     if hashlib.sha256(content).hexdigest() != doc.sha256:
         _audit(platform, ctx, "download", OBJECT_TYPE, f"{doc.id}:{doc.sha256}", "corrupt")
-        raise DocumentError(409, "document-corrupt", "stored document does not match its hash")
+        raise DocumentError(
+            409,
+            "document-corrupt",
+            "le document enregistré ne correspond plus à son empreinte SHA-256",
+        )
     _audit(platform, ctx, "download", OBJECT_TYPE, f"{doc.id}:{doc.sha256}")
     return view_of(doc), content
 
@@ -516,12 +524,12 @@ def sign_document(
     to the audit log and (hash only) to the outbox stream ``documents``."""
     doc = _existing(platform, ctx, document_id, "sign")
     if doc.format != "pdf":
-        raise DocumentError(409, "not-a-pdf", "only PDF documents can be signed")
+        raise DocumentError(409, "not-a-pdf", "seuls les documents PDF peuvent être signés")
     if doc.signed_from is not None:
-        raise DocumentError(409, "already-signed", "this document is already a signed copy")
+        raise DocumentError(409, "already-signed", "ce document est déjà une copie signée")
     already = repository.signed_copy(platform.store, doc.id)
     if already is not None:
-        raise DocumentError(409, "already-signed", f"already signed as '{already}'")
+        raise DocumentError(409, "already-signed", f"déjà signé : {already}")
     signer = signer or configured_signer(platform.settings, pin=pin)
     content = repository.content(platform.store, doc.id) or b""
     location = platform.settings.pharmacy_name
@@ -603,7 +611,7 @@ def verify_document(
     """Validate a stored signed PDF against the configured trust roots."""
     doc = _existing(platform, ctx, document_id, "verify")
     if doc.format != "pdf":
-        raise DocumentError(409, "not-a-pdf", "only PDF documents carry a signature")
+        raise DocumentError(409, "not-a-pdf", "seuls les documents PDF portent une signature")
     content = repository.content(platform.store, doc.id) or b""
     view = verify_bytes(content, trust_roots(platform.settings, roots), doc.id)
     _audit(platform, ctx, "verify", OBJECT_TYPE, f"{doc.id}:{doc.sha256}")
