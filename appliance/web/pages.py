@@ -55,11 +55,6 @@ async def home(request: Request[Any, Any, Any]) -> Response[str]:
     return render(request, "home.html")
 
 
-@get(UI, guards=[requires("account:self")], include_in_schema=False, name="ui-root")
-async def home_bare(request: Request[Any, Any, Any]) -> Response[str]:
-    return redirect(UI + "/")
-
-
 # --- patients ---------------------------------------------------------------------------------
 
 
@@ -194,6 +189,9 @@ def _errors_by_field(exc: ApiError) -> dict[str, str]:
         clean = key.removeprefix("$.").removeprefix("body.")
         if "`$." in message:  # msgspec: "Expected `str` - at `$.identity.nir`"
             clean = message.split("`$.", 1)[1].split("`", 1)[0]
+        if "missing required field `" in message:  # "... field `sex` - at `$.identity`"
+            name = message.split("missing required field `", 1)[1].split("`", 1)[0]
+            clean = f"{clean}.{name}" if clean else name
         clean = clean.split("[", 1)[0]
         for name in PATIENT_FIELDS:
             if clean == name or clean.startswith(name + "."):
@@ -799,7 +797,6 @@ PAGE_HANDLERS = [
     account,
     account_pin,
     home,
-    home_bare,
     patients,
     patient_new,
     patient_create,

@@ -1,0 +1,276 @@
+"""The counter UI in process: route guards, sessions (refresh, revocation, expiry), CSRF,
+redirect safety, roles, audit, scanner input. The browser flows are in test_web_e2e.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from litestar.testing import TestClient
+
+from appliance.security import declared_scopes
+from appliance.web.core import safe_next, session_store
+from appliance.web.pages import scanned_code
+from appliance.web.sessions import PENDING_TTL_S, SessionStore
+from services.identity.roles import SCOPES
+from tests.identity_support import PASSWORD, app_platform, make_user, shared_client
+
+BASE = "http://127.0.0.1:8000"  # the issuer of the test settings (host and port defaults)
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with shared_client(tmp_path_factory.mktemp("webapp")) as client:
+        platform = app_platform(client)
+        make_user(platform, "titulaire", "pharmacien_titulaire", display_name="Anne Titulaire")
+        make_user(platform, "prep", "preparateur", display_name="Paul Prep")
+        make_user(platform, "tech", "admin_technique", display_name="Tom Tech")
+        yield client.app
+
+
+def signed_in(app: Any, username: str, target: str = "/ui/") -> TestClient[Any]:
+    """A browser-like client that went through /ui → login page → callback."""
+    client = TestClient(app=app, base_url=BASE)
+    client.__enter__()
+    start = client.get(target, follow_redirects=False)
+    assert start.status_code == 303, start.text
+    authorize = client.get(start.headers["location"], follow_redirects=False)
+    if authorize.status_code == 303:  # /ui/login → /oauth/authorize
+        authorize = client.get(authorize.headers["location"])
+    request_id = re.search(r'name="request_id" value="([^"]+)"', authorize.text)
+    assert request_id, authorize.text
+    answer = client.post(
+        "/oauth/authorize",
+        data={
+            "request_id": request_id.group(1),
+            "method": "password",
+            "username": username,
+            "password": PASSWORD,
+        },
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    back = client.get(answer.headers["location"], follow_redirects=False)
+    assert back.status_code == 303, back.text
+    assert back.headers["location"].rstrip("/") == target.rstrip("/")
+    return client
+
+
+def csrf_of(client: TestClient[Any]) -> str:
+    found = _CSRF.search(client.get("/ui/").text)
+    assert found
+    return found.group(1)
+
+
+def test_every_ui_route_declares_its_scopes_or_is_deliberately_public(app: Any) -> None:
+    problems = []
+    seen = 0
+    for route in app.routes:
+        if not route.path.startswith("/ui"):
+            continue
+        for handler in getattr(route, "route_handlers", []):
+            if set(getattr(handler, "http_methods", ())) == {"OPTIONS"}:
+                continue  # Litestar's automatic CORS preflight handlers
+            seen += 1
+            scopes = declared_scopes(handler)
+            public = bool(handler.opt.get("public"))
+            if public == (scopes is not None):
+                problems.append(f"{route.path}: public={public} scopes={scopes}")
+            unknown = sorted(set(scopes or ()) - set(SCOPES))
+            if unknown:
+                problems.append(f"{route.path}: unknown scopes {unknown}")
+            if public and not (
+                route.path.startswith(("/ui/static", "/ui/vendor"))
+                or route.path in {"/ui/login", "/ui/login/start", "/ui/callback"}
+            ):
+                problems.append(f"{route.path}: public page")
+    assert seen > 30
+    assert problems == []
+
+
+def test_pages_need_a_session_and_keep_the_target(app: Any) -> None:
+    with TestClient(app=app, base_url=BASE) as client:
+        answer = client.get("/ui/patients?q=dupont", follow_redirects=False)
+        assert answer.status_code == 303
+        query = parse_qs(urlsplit(answer.headers["location"]).query)
+        assert query == {"reason": ["login"], "next": ["/ui/patients?q=dupont"]}
+        htmx = client.get("/ui/patients", headers={"HX-Request": "true"}, follow_redirects=False)
+        assert htmx.status_code == 200
+        assert htmx.headers["HX-Redirect"].startswith("/ui/login?reason=login")
+        start = client.get("/ui/login/start?next=/ui/bpm", follow_redirects=False)
+        params = parse_qs(urlsplit(start.headers["location"]).query)
+        assert params["client_id"] == ["hygie-web"]
+        assert params["code_challenge_method"] == ["S256"]
+        assert params["redirect_uri"] == [BASE + "/ui/callback"]
+        assert "scope" not in params  # the role's scopes
+        cookie = start.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=lax" in cookie or "samesite=lax" in cookie.lower()
+
+
+def test_callback_refuses_a_state_it_did_not_issue(app: Any) -> None:
+    with TestClient(app=app, base_url=BASE) as client:
+        answer = client.get("/ui/callback?code=abc&state=forged", follow_redirects=False)
+        assert answer.headers["location"] == "/ui/login?reason=failed"
+        client.get("/ui/login/start", follow_redirects=False)  # a real pending login...
+        client.cookies.clear()  # ...but not from this browser
+        state = "x"
+        answer = client.get(f"/ui/callback?code=abc&state={state}", follow_redirects=False)
+        assert answer.headers["location"] == "/ui/login?reason=failed"
+
+
+def test_roles_see_only_what_their_scopes_allow(app: Any) -> None:
+    tech = signed_in(app, "tech")
+    try:
+        refused = tech.get("/ui/patients")
+        assert refused.status_code == 403
+        assert "Votre rôle ne donne pas accès" in refused.text
+        assert tech.get("/ui/admin").status_code == 200
+    finally:
+        tech.__exit__(None, None, None)
+    prep = signed_in(app, "prep")
+    try:
+        assert prep.get("/ui/patients").status_code == 200
+        assert prep.get("/ui/admin/audit").status_code == 403
+        home = prep.get("/ui/")
+        assert "Bilans (BPM)" in home.text
+        assert "Changer d'utilisateur" in home.text
+    finally:
+        prep.__exit__(None, None, None)
+
+
+def test_csrf_token_and_origin_are_checked(app: Any) -> None:
+    client = signed_in(app, "titulaire")
+    try:
+        form = {"identity.birth_family_name": "X", "identity.given_names": "Y"}
+        assert client.post("/ui/patients/new", data=form).status_code == 403
+        bad = client.post("/ui/patients/new", data={**form, "csrf_token": "nope"})
+        assert bad.status_code == 403
+        assert "formulaire a expiré" in bad.text
+        token = csrf_of(client)
+        foreign = client.post(
+            "/ui/patients/new",
+            data={**form, "csrf_token": token},
+            headers={"Origin": "http://evil.example"},
+        )
+        assert foreign.status_code == 403
+        same = client.post(
+            "/ui/patients/new",
+            data={**form, "csrf_token": token, "identity.birth_date": "1950-01-01"},
+            headers={"Origin": BASE},
+        )
+        assert same.status_code == 400  # reached the form: sex missing, shown by field
+        assert 'id="e-identity-sex"' in same.text
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_expired_access_token_is_refreshed_and_revocation_ends_the_session(app: Any) -> None:
+    client = signed_in(app, "titulaire")
+    try:
+        store = session_store(app)
+        sid = client.cookies.get("hygie_session")
+        session = store.get(sid)
+        assert session is not None
+        old = session.access_token
+        session.access_expires_at = 0  # as if five minutes had passed
+        assert client.get("/ui/patients").status_code == 200
+        assert session.access_token != old  # refreshed with the refresh token
+        token = csrf_of(client)
+        logout = client.post("/ui/logout", data={"csrf_token": token}, follow_redirects=False)
+        assert logout.headers["location"] == "/ui/login?reason=logout"
+        assert store.get(sid) is None
+        client.cookies.set("hygie_session", sid or "", path="/ui")
+        again = client.get("/ui/patients", follow_redirects=False)
+        assert again.status_code == 303
+        assert "reason=expired" in again.headers["location"]
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_patient_pages_are_audited_with_the_browser_and_the_user(app: Any) -> None:
+    client = signed_in(app, "titulaire")
+    try:
+        token = csrf_of(client)
+        created = client.post(
+            "/ui/patients/new",
+            data={
+                "csrf_token": token,
+                "identity.birth_family_name": "AUDIT",
+                "identity.given_names": "Alice",
+                "identity.birth_date": "1944-04-04",
+                "identity.sex": "F",
+            },
+            follow_redirects=False,
+        )
+        assert created.status_code == 303, created.text
+        pid = created.headers["location"].rsplit("/", 1)[1]
+        page = client.get(f"/ui/patients/{pid}")
+        assert page.status_code == 200
+        platform = app_platform(client)
+        reads = [
+            e
+            for e in platform.audit.entries(limit=100_000)
+            if e.object_id == pid and e.action == "read"
+        ]
+        assert reads
+        assert reads[-1].role == "pharmacien_titulaire"
+        assert reads[-1].request_id == page.headers["x-request-id"]  # the page's request
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_login_redirects_only_inside_the_ui() -> None:
+    assert safe_next("/ui/patients/1?x=2") == "/ui/patients/1?x=2"
+    for bad in ("//evil.example/ui/", "https://evil.example", "/api/v1/patients", "/ui\\x", ""):
+        assert safe_next(bad) == "/ui/"
+    assert safe_next(None) == "/ui/"
+
+
+@pytest.mark.parametrize(
+    ("typed", "code"),
+    [
+        ("010340093569309917270331" + "10LOT42", "3400935693099"),  # GS1 DataMatrix
+        ("]d2010340093569309917270331\x1d10LOT", "3400935693099"),  # with symbology id, GS
+        ("03400935693099", "3400935693099"),  # GTIN-14
+        ("3400935693099", "3400935693099"),  # CIP13
+        ("3569309", "3569309"),  # CIP7
+        ("coumadine", None),
+        ("63245753", None),  # a CIS is a search, not a box
+    ],
+)
+def test_scanner_input_is_recognised(typed: str, code: str | None) -> None:
+    assert scanned_code(typed) == code
+
+
+def test_session_store_expiry_and_single_use_logins() -> None:
+    now = [1000.0]
+    store = SessionStore(clock=lambda: now[0])
+    pending = store.begin_login("verifier", "/ui/bpm")
+    assert store.take_login(pending.state) == pending
+    assert store.take_login(pending.state) is None  # once
+    late = store.begin_login("v2", "/ui/")
+    now[0] += PENDING_TTL_S + 1
+    assert store.take_login(late.state) is None
+    session = store.create({"access_token": "a", "expires_in": 300, "refresh_expires_in": 1800})
+    assert store.get(session.session_id) is session
+    now[0] += 1801
+    assert store.get(session.session_id) is None
+    assert store.get("x" * 65) is None
+
+
+def test_static_and_vendor_files(app: Any, tmp_path: Path) -> None:
+    with TestClient(app=app, base_url=BASE) as client:
+        css = client.get("/ui/static/app.css")
+        assert css.status_code == 200
+        assert "--brand" in css.text
+        htmx = client.get("/ui/vendor/htmx.min.js")
+        assert htmx.status_code == 200, "npm packages missing: run ./install.sh"
+        assert "htmx" in htmx.text[:2000]
+        assert client.get("/ui/vendor/../package.json").status_code == 404
+        assert client.get("/ui/vendor/axe.min.js").status_code == 404
