@@ -41,6 +41,7 @@ from appliance.outbox import (
     backlog_size,
     cursor_position,
     pending_batch,
+    prune_acknowledged,
     receive,
 )
 from appliance.resilience import Breakers, CircuitOpenError, RetryPolicy
@@ -70,6 +71,7 @@ TENANT_KEY = "sync-tenant.key"
 GATEWAY_KEY = "sync-gateway.pem"
 CIRCUIT = "cloud-sync"
 FEED_PAGE = 500
+KEEP_ACKNOWLEDGED = 10_000
 
 
 class SyncNotConfigured(Exception):
@@ -331,6 +333,9 @@ class SyncAgent:
             report = msgspec.structs.replace(report, ok=False, error=error, backlog=self._backlog())
             put_state(self.store, last_error=f"{_now()} {error}", breaker=breaker)
         elif report.ok:
+            with self.store.write() as db:
+                # acknowledged rows are in the cloud; keep a recent tail for inspection
+                prune_acknowledged(db, keep_last=KEEP_ACKNOWLEDGED)
             put_state(self.store, last_success_at=_now(), last_error=None, breaker=breaker)
         else:
             put_state(self.store, breaker=breaker)
