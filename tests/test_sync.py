@@ -276,3 +276,30 @@ def test_sync_server_commands(
     finally:
         store.client.drop_database(database)
         store.close()
+
+
+def test_lot_not_sealed_for_the_gateway_is_held_and_reported(
+    platform: Platform, settings: Settings, pki: Pki, cloud: CloudServer
+) -> None:
+    from sync.agent import GATEWAY_KEY
+
+    pki.enroll(settings)
+    (settings.key_path / GATEWAY_KEY).unlink()
+    s = sync_settings(settings, cloud.url)
+    with platform.store.write() as db:
+        enqueue(
+            db,
+            stream=RELAY_STREAM,
+            kind=RELAY_KIND,
+            payload={"lot_id": "LOT-9"},
+            idempotency_key="fse-lot:LOT-9",
+        )
+    report = run_once(platform.store, s)
+    assert report is not None
+    assert report.ok
+    gateway = create_gateway_app(pki.gateway_key)
+    with TestClient(app=gateway, base_url="http://gateway") as gateway_client:
+        relay = Relay(cloud.store, "http://gateway", gateway_client)
+        assert relay.run_once() == 0
+    assert [i["kind"] for i in cloud.store.incidents(TENANT)] == ["unsealed-lot"]
+    assert cloud.store.feed(TENANT, 0, 10) == []

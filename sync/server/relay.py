@@ -34,6 +34,16 @@ class Relay:
             entry = self.store.event(tenant, key)
             if entry is None:  # pragma: no cover - the relay row is written after the event
                 continue
+            if entry.gateway_key is None:
+                # Sealed for the tenant only (the box lacks sync-gateway.pem): the insurer could
+                # not read it, and a negative ARL would wrongly reject the pharmacy's FSEs.
+                self.store.record_incident(
+                    tenant,
+                    "unsealed-lot",
+                    f"lot {key} not sealed for the gateway: install sync-gateway.pem and resend",
+                )
+                self.store.finish_relay(job["_id"], "unsealed")
+                continue
             try:
                 response = self.client.post(
                     self.gateway_url.rstrip("/") + "/lots",
