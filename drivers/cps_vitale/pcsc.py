@@ -36,7 +36,7 @@ VIRTUAL_READER_PREFIX = "Virtual PCD"
 # Longest answer chain accepted: GET RESPONSE loops stop here (a broken card could loop).
 MAX_RESPONSE_BYTES = 65_536
 # How long a failed exchange waits for pcscd to say whether the card left (its poll is 0.4 s).
-SETTLE_MS = 900
+SETTLE_MS = 1500
 
 _REMOVED = {scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD, scard.SCARD_W_RESET_CARD}
 _UNPLUGGED = {
