@@ -333,6 +333,26 @@ def test_patient_without_coverage_is_refused(env: Env) -> None:
     assert (
         env.client.get(f"/api/v1/billing/patients/{pid}/invoices", headers=env.headers).json() == []
     )
+    anonymous = {
+        "birth_family_name": "Sans",
+        "given_names": "Numero",
+        "birth_date": "1950-01-01",
+        "sex": "F",
+    }
+    no_nir = make_patient(env, anonymous, {"amo": AMO})
+    check = env.client.post(
+        "/api/v1/billing/checks", headers=env.headers, json={"patient_id": no_nir, "kind": "rights"}
+    )
+    assert check.status_code == 409
+    assert "NIR" in check.json()["detail"]
+    cycle = open_cycle(env, no_nir, ["adhesion"])
+    assert bill(env, no_nir, cycle, "adhesion").json()["type"].endswith("no-nir")
+    missing = env.client.post(
+        "/api/v1/billing/checks",
+        headers=env.headers,
+        json={"patient_id": "00000000-0000-4000-8000-000000000000", "kind": "insi"},
+    )
+    assert missing.status_code == 404
 
 
 def test_returns_are_applied_once_and_malformed_ones_refused(env: Env) -> None:

@@ -39,6 +39,7 @@ from services.sesam_vitale.models import (
     CoverageFacts,
     Fse,
     PaymentRecord,
+    Pricing,
 )
 from services.sesam_vitale.signing import SoftwareKeySigner, verify_signature
 
@@ -439,3 +440,52 @@ def test_return_file_round_trip() -> None:
 def test_malformed_return_files_name_the_line(text: str, where: str) -> None:
     with pytest.raises(ReturnFormatError, match=where):
         parse_return(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    amount=st.integers(min_value=0, max_value=100_000),
+    rate=st.integers(min_value=0, max_value=100),
+    amo=st.booleans(),
+    ald=st.booleans(),
+    amc=st.booleans(),
+    css=st.booleans(),
+    exonerate=st.booleans(),
+)
+def test_priced_fse_shares_always_match_the_tariff(
+    amount: int, rate: int, amo: bool, ald: bool, amc: bool, css: bool, exonerate: bool
+) -> None:
+    """Whatever the coverage, an FSE is either refused or priced at exactly the tariff's
+    amount, with shares that add up and follow the rate (never a wrong amount)."""
+    edition = parse_tariff(
+        TEST_TARIFF.replace("amount_eur = 33.33", f"amount_eur = {amount / 100:.2f}").replace(
+            "amo_rate = 70", f"amo_rate = {rate}", 1
+        ),
+        Path("generated.toml"),
+    )
+    coverage = CoverageFacts(amo_open=amo, ald_open=ald, amc_open=amc, css=css)
+
+    def price() -> Pricing:
+        return price_step(
+            edition,
+            "recueil",
+            act_date=date(2024, 6, 1),
+            remote=False,
+            coverage=coverage,
+            exoneration="ald" if exonerate else "none",
+        )
+
+    if not amo or (exonerate and not ald):
+        with pytest.raises(BillingRuleError):
+            price()
+        return
+    priced = price()
+    (line,) = priced.lines
+    assert line.amount_cents == priced.total_cents == amount
+    assert line.amo_rate == (100 if exonerate else rate)
+    assert line.amo_cents == share(amount, line.amo_rate)
+    assert priced.amo_cents + priced.amc_cents + priced.patient_cents == amount
+    if amc or css:
+        assert priced.patient_cents == 0
+    else:
+        assert priced.amc_cents == 0
