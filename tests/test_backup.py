@@ -107,10 +107,12 @@ def test_backup_restores_into_a_fresh_directory_with_every_table_equal(
     )
     assert verified.exit_code == 0, verified.output
 
-    # A fresh install: other data and key directories, nothing in them.
+    # A fresh install as install.sh leaves it: its own new keys, migrated empty databases.
     fresh = tmp_path / "fresh"
     monkeypatch.setenv("HYGIE_DATA_DIR", str(fresh / "data"))
     monkeypatch.setenv("HYGIE_KEY_DIR", str(fresh / "keys"))
+    for command in (["keys", "init"], ["db", "migrate"]):
+        assert runner.invoke(main, command).exit_code == 0
     restored = runner.invoke(
         main, ["backup", "restore", str(backup_file), "--passphrase-file", str(phrase)]
     )

@@ -52,6 +52,7 @@ from appliance.keys import (
     write_secret,
 )
 from appliance.platform import audit_key, domain_key
+from appliance.store import StoreError
 from appliance.store.sqlcipher import open_connection
 
 BACKUP_KEY = "backup.key"
@@ -320,11 +321,11 @@ def restore_backup(
     Refuses to overwrite an existing installation unless ``force`` (a restore must never
     silently replace a pharmacy's live data).
     """
-    existing = [p for p in (settings.domain_db_path, settings.audit_db_path) if p.exists()]
-    if existing and not force:
+    if not force and installation_in_use(settings):
         raise BackupError(
-            f"une installation existe déjà ({existing[0]}) : restaurez sur une installation "
-            "neuve, ou ajoutez --force après avoir mis l'ancienne de côté"
+            f"une installation existe déjà ({settings.data_path}) et contient des données : "
+            "restaurez sur une installation neuve, ou ajoutez --force après avoir mis "
+            "l'ancienne de côté"
         )
     settings.data_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(dir=settings.data_path, prefix=".restore-") as tmp:
@@ -361,6 +362,32 @@ def restore_backup(
         len(manifest["files"]),
         checked=checked,
     )
+
+
+BOOKKEEPING_TABLES = frozenset({"schema_migrations", "worker_heartbeats", "sqlite_sequence"})
+FTS_SHADOW_SUFFIXES = ("_config", "_data", "_idx", "_docsize")
+
+
+def installation_in_use(settings: Settings) -> bool:
+    """Whether the databases hold anything beyond what ``install.sh`` creates (migrations,
+    heartbeats, full-text index configuration): a fresh install may be restored over."""
+    if not settings.domain_db_path.exists() and not settings.audit_db_path.exists():
+        return False
+    try:
+        master = load_master_key(settings)
+        keys = _database_keys(master)
+        paths = {"hygie.db": settings.domain_db_path, "audit.db": settings.audit_db_path}
+        for name, path in paths.items():
+            if not path.exists():
+                continue
+            counts = table_counts(path, keys[name])
+            for table, rows in counts.items():
+                shadow = table.endswith(FTS_SHADOW_SUFFIXES) and table.rsplit("_", 1)[0] in counts
+                if rows and table not in BOOKKEEPING_TABLES and not shadow:
+                    return True
+    except (SecretError, StoreError, sqlcipher3.Error):
+        return True  # unreadable: never overwrite what we cannot inspect
+    return False
 
 
 def scheduled_backups(directory: Path) -> list[Path]:
@@ -420,13 +447,14 @@ pharmacie). Les fichiers sont chiffrés (AES-256-GCM) : leur copie ne révèle r
 
 Restaurer sur un appareil neuf
 ------------------------------
-1. Installez Hygie sur l'appareil neuf (script install.sh), sans créer de données.
+1. Installez Hygie sur l'appareil neuf (script install.sh) ; n'y saisissez rien avant
+   la restauration.
 2. Copiez le fichier de sauvegarde sur l'appareil.
 3. Vérifiez d'abord la sauvegarde :
        hygie backup verify {name} {option}
 4. Restaurez-la :
        hygie backup restore {name} {option}
-   La commande refuse d'écraser une installation existante.
+   La commande refuse d'écraser une installation qui contient déjà des données.
 5. Appliquez les migrations éventuelles puis redémarrez :
        hygie db migrate
        systemctl restart hygie
