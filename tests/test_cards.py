@@ -502,3 +502,37 @@ def test_concurrent_reads_do_not_interleave(vpcd_port: int) -> None:
     with Inserted(vpcd_port, vitale(JEANNE, LEO)), ThreadPoolExecutor(3) as pool:
         results = [f.result() for f in [pool.submit(read_many) for _ in range(3)]]
     assert all(r == [JEANNE["nir"], LEO["nir"]] * 15 for r in results)
+
+
+def test_rights_need_the_certified_library() -> None:
+    """Rights, exemptions and AMC are not imitated: without the certified SESAM-Vitale
+    library the boundary says so, in French, with its own code."""
+    from drivers.cps_vitale import NoSesamVitaleLibrary
+    from drivers.cps_vitale.errors import SesamUnavailable
+
+    with pytest.raises(SesamUnavailable) as caught:
+        NoSesamVitaleLibrary().read_rights(READER, JEANNE["nir"], None)  # type: ignore[arg-type]
+    assert caught.value.code == "sesam_unavailable"
+    assert "homologuée" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "words"),
+    [
+        ("vitale", {"beneficiaries": []}, "1 à 12"),
+        ("vitale", {"beneficiaries": [{**JEANNE, "nir": "12"}]}, "nir"),
+        ("vitale", {"beneficiaries": [JEANNE], "generation": 3}, "generation"),
+        ("vitale", {"beneficiaries": [JEANNE], "protocol": "T=2"}, "protocol"),
+        ("cps", {"holder": {**HOLDER, "rpps": "123"}}, "rpps"),
+        ("cps", {"holder": HOLDER, "pin": "12"}, "pin"),
+        ("badge", {}, "inconnu"),
+    ],
+)
+def test_bad_virtual_card_descriptions_are_refused(
+    kind: str, spec: dict[str, Any], words: str
+) -> None:
+    from drivers.cps_vitale.errors import SimulatorError
+
+    with pytest.raises(SimulatorError) as caught:
+        parse_card(kind, spec)
+    assert words in caught.value.message
