@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from appliance.config import Settings
+from drivers.cps_vitale.errors import SimulatorError
 from drivers.cps_vitale.virtual import pki
 from services.documents import render, signing, workflow
 from tests.test_cards import READER, Inserted, cps, vpcd_port
@@ -24,7 +25,12 @@ def test_virtual_cps_signs_a_document_through_pcscd(vpcd_port: int, tmp_path: Pa
     roots.write_bytes(pki.test_ca()[1].public_bytes(Encoding.PEM))
     settings = Settings(cards_reader=READER, cards_read_timeout_s=5, documents_signer="card")
     pdf = render.render(_rich_model(), "pdf")
-    with Inserted(vpcd_port, cps()):
+    inserted = Inserted(vpcd_port, cps())
+    try:
+        inserted.__enter__()
+    except SimulatorError as exc:  # the cards tests fail loudly on this; here it is context
+        pytest.skip(f"vpcd not reachable on port {vpcd_port} (another pcscd?): {exc.message}")
+    try:
         signer = workflow.configured_signer(settings, pin="1234")
         assert isinstance(signer, signing.CardSigner)
         signed, subject = signing.sign_pdf(pdf, signer, reason="BPM", location="Paris")
@@ -32,6 +38,8 @@ def test_virtual_cps_signs_a_document_through_pcscd(vpcd_port: int, tmp_path: Pa
             signing.sign_pdf(
                 pdf, workflow.configured_signer(settings, pin="0000"), reason="r", location=None
             )
+    finally:
+        inserted.__exit__(None, None, None)
     assert "DURAND" in subject
     result = signing.verify_pdf(signed, signing.load_trust_roots(roots))
     assert result.intact
