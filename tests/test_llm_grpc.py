@@ -74,7 +74,7 @@ def test_health_lists_present_models(stub: tuple[Any, LlmRuntime]) -> None:
 def test_generate_is_stored_and_audited(
     stub: tuple[Any, LlmRuntime], platform: Platform, token_for: Callable[..., str]
 ) -> None:
-    metadata = (("authorization", f"Bearer {token_for('bpm:write')}"),)
+    metadata = (("authorization", f"Bearer {token_for('llm:generate')}"),)
     reply = stub[0].Generate(request(), metadata=metadata)
     assert reply.id.startswith("gen-")
     assert list(reply.models) == ["tiny"]
@@ -92,11 +92,11 @@ def test_generate_is_stored_and_audited(
     ("changes", "scopes", "code"),
     [
         ({}, None, grpc.StatusCode.UNAUTHENTICATED),
-        ({}, ("bpm:read",), grpc.StatusCode.PERMISSION_DENIED),
-        ({"task": "poem"}, ("bpm:write",), grpc.StatusCode.INVALID_ARGUMENT),
-        ({"context_json": "[1"}, ("bpm:write",), grpc.StatusCode.INVALID_ARGUMENT),
-        ({"patient_id": "Jean Dupont"}, ("bpm:write",), grpc.StatusCode.INVALID_ARGUMENT),
-        ({"models": ["BioMistral-7B"]}, ("bpm:write",), grpc.StatusCode.FAILED_PRECONDITION),
+        ({}, ("llm:read",), grpc.StatusCode.PERMISSION_DENIED),
+        ({"task": "poem"}, ("llm:generate",), grpc.StatusCode.INVALID_ARGUMENT),
+        ({"context_json": "[1"}, ("llm:generate",), grpc.StatusCode.INVALID_ARGUMENT),
+        ({"patient_id": "Jean Dupont"}, ("llm:generate",), grpc.StatusCode.INVALID_ARGUMENT),
+        ({"models": ["BioMistral-7B"]}, ("llm:generate",), grpc.StatusCode.FAILED_PRECONDITION),
     ],
 )
 def test_refusals_have_grpc_status_codes(
