@@ -584,3 +584,42 @@ def test_cli_bills_signs_sends_and_transmits(env: Env) -> None:
     refused = runner.invoke(main, ["billing", "bill", pid, cid, "adhesion"], env=env.values)
     assert refused.exit_code == 1  # the ADRi answer (unknown) closes the AMO rights
     assert "Aucun droit" in refused.output
+
+
+def test_teleservice_down_over_http_is_queued_not_an_error(env: Env) -> None:
+    from appliance.resilience import Breakers, RetryPolicy
+    from services.billing.api import CLIENT_STATE_KEY
+    from services.sesam_vitale import TeleserviceClient
+    from tests.test_sesam_teleservices import closed_port_url
+
+    someone = {**JEANNE, "nir": "248027512345939", "given_names": "Jeanne Hors Ligne"}
+    pid = make_patient(env, someone, {"amo": AMO})
+    state = env.client.app.state
+    live = state.get(CLIENT_STATE_KEY)
+    url = closed_port_url()
+    state[CLIENT_STATE_KEY] = TeleserviceClient(
+        adri_url=url,
+        insi_url=url,
+        transmission_url=url,
+        timeout_s=1.0,
+        retry=RetryPolicy(attempts=2, initial_wait_s=0.01, max_wait_s=0.02),
+        breakers=Breakers(threshold=50, ttl_s=60),
+    )
+    try:
+        queued = env.client.post(
+            "/api/v1/billing/checks",
+            json={"patient_id": pid, "kind": "rights"},
+            headers=env.headers,
+        )
+    finally:
+        if live is None:
+            del state[CLIENT_STATE_KEY]
+        else:
+            state[CLIENT_STATE_KEY] = live
+    assert queued.status_code == 200, queued.text
+    body = queued.json()
+    assert (body["status"], body["rights"]) == ("unchecked", None)
+    assert "injoignable" in body["message"]
+    # The counter can still bill on the card's coverage: the check is only queued.
+    cid = open_cycle(env, pid, ["adhesion", "recueil"])
+    assert bill(env, pid, cid, "recueil").status_code == 201
