@@ -31,6 +31,7 @@ from tests.test_sync_support import (
     TENANT,
     CloudServer,
     CuttingProxy,
+    DropAnswers,
     FailFirst,
     Pki,
     cloud,
@@ -91,20 +92,32 @@ def test_cloud_down_during_push_then_back(
     assert_exactly_once_in_order(cloud, 75)
 
 
-@pytest.mark.parametrize("mode", ["after_request", "mid_request"])
+@pytest.mark.parametrize("mode", ["after_store", "mid_request"])
 def test_connection_cut_mid_batch(
     platform: Platform, settings: Settings, pki: Pki, cloud: CloudServer, mode: str
 ) -> None:
-    """Cut after the cloud stored the batch (ack lost) or halfway through the upload."""
+    """Cut after the cloud stored a batch (its acknowledgement lost), or halfway through the
+    upload; the agent's retries deliver the rest, nothing twice."""
     proxy = CuttingProxy(cloud.port)
     try:
+        if mode == "after_store":
+            cloud.stop()
+            cloud.start(wrap=lambda app: DropAnswers(app, proxy, 2))
+        else:
+            proxy.cut_next = 2
         pki.enroll(settings)
         s = sync_settings(settings, f"https://127.0.0.1:{proxy.port}", sync_batch_size=100)
         _fill(platform, 0, 300)
-        proxy.mode = mode
-        proxy.cut_next = 2
-        _ok(platform, s)
+        report = run_once(platform.store, s)
+        assert report is not None
+        assert report.ok, report
         assert proxy.cuts == 2
+        if mode == "after_store":
+            # the first batch is stored, its answer lost on two attempts in a row; the third
+            # attempt is acknowledged with its 100 entries as duplicates, none stored twice
+            assert (report.pushed, report.duplicates) == (200, 100)
+        else:
+            assert (report.pushed, report.duplicates) == (300, 0)
         assert cursor_position(platform.store.db) == 300
         assert_exactly_once_in_order(cloud, 300)
     finally:

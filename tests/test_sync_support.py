@@ -153,6 +153,27 @@ class FailFirst:
         await self.app(scope, receive, send)
 
 
+class DropAnswers:
+    """ASGI wrapper: for the first ``n`` batch pushes, once the real app has stored the batch
+    and starts its answer, tell the proxy to cut the connection before the answer passes."""
+
+    def __init__(self, app: Any, proxy: CuttingProxy, n: int) -> None:
+        self.app, self.proxy, self.remaining = app, proxy, n
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/batches" or self.remaining <= 0:
+            await self.app(scope, receive, send)
+            return
+        self.remaining -= 1
+
+        async def signalling_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.proxy.drop_next_answer = True
+            await send(message)
+
+        await self.app(scope, receive, signalling_send)
+
+
 class CloudServer:
     """The real cloud app under uvicorn (mutual TLS) in a thread; stoppable and restartable."""
 
@@ -201,18 +222,19 @@ class CloudServer:
 
 
 class CuttingProxy:
-    """A TCP proxy in front of the cloud; ``cut_next`` connections are broken on purpose.
+    """A TCP proxy in front of the cloud that breaks connections on purpose.
 
-    ``mode="after_request"``: the request reaches the cloud (which stores the batch), then
-    the connection is closed before the appliance reads the acknowledgement. ``"mid_request"``:
-    only the first ``cut_bytes`` of the upload get through.
+    ``drop_next_answer`` (set by :class:`DropAnswers` once the cloud has stored a batch and
+    is about to acknowledge it): the connection is closed before the acknowledgement reaches
+    the appliance. ``cut_next``: that many new connections forward only the first
+    ``cut_bytes`` of the upload (cut mid-request).
     """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = free_port()
         self.cut_next = 0
-        self.mode = "after_request"
+        self.drop_next_answer = False
         self.cut_bytes = 2000
         self.cuts = 0
         self._loop = asyncio.new_event_loop()
@@ -238,7 +260,7 @@ class CuttingProxy:
         async def upstream() -> None:
             nonlocal sent
             while data := await reader.read(65536):
-                if cut and self.mode == "mid_request" and sent + len(data) > self.cut_bytes:
+                if cut and sent + len(data) > self.cut_bytes:
                     up_writer.write(data[: max(0, self.cut_bytes - sent)])
                     up_writer.close()
                     writer.close()
@@ -250,8 +272,10 @@ class CuttingProxy:
 
         async def downstream() -> None:
             while data := await up_reader.read(65536):
-                if cut and self.mode == "after_request" and sent > 3000:
-                    # the cloud has answered a big request: drop the answer on the floor
+                if self.drop_next_answer:
+                    # the cloud stored the batch and answers: drop the answer on the floor
+                    self.drop_next_answer = False
+                    self.cuts += 1
                     writer.close()
                     up_writer.close()
                     return
