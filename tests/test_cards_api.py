@@ -38,7 +38,7 @@ from tests.identity_support import (
     start,
     submit,
 )
-from tests.test_cards import JEANNE, READER, Inserted, vitale
+from tests.test_cards import JEANNE, LEO, READER, Inserted, vitale
 from tests.test_cards import vpcd_port as vpcd_port  # the module's pcscd fixture
 
 CPS_RPPS = rpps(4242)
@@ -174,3 +174,25 @@ def test_cps_login_with_pin(client: TestClient[Any], vpcd_port: int) -> None:
     principal = platform.tokens.verify(tokens.json()["access_token"])
     assert principal.subject == user_id
     assert principal.auth_methods == {"cps"}
+
+
+def test_patient_found_or_created_from_the_card(client: TestClient[Any], vpcd_port: int) -> None:
+    headers = token(client, "cards:read", "patients:write", "patients:read")
+    with Inserted(vpcd_port, vitale(JEANNE, LEO)):
+        only_cards = token(client, "cards:read")
+        refused = client.post("/api/v1/cards/patients", json={}, headers=only_cards)
+        assert refused.status_code == 403
+        first = client.post("/api/v1/cards/patients", json={"beneficiary": 1}, headers=headers)
+        assert first.status_code == 200, first.text
+        assert first.json()["created"] is True
+        again = client.post("/api/v1/cards/patients", json={"beneficiary": 1}, headers=headers)
+        assert again.json() == {"patient_id": first.json()["patient_id"], "created": False}
+        missing = client.post("/api/v1/cards/patients", json={"beneficiary": 5}, headers=headers)
+        assert missing.status_code == 409
+        assert missing.json()["detail"] == "La carte ne porte que 2 bénéficiaire(s)."
+    patient_id = first.json()["patient_id"]
+    record = client.get(f"/api/v1/patients/{patient_id}", headers=headers).json()
+    assert record["identity"]["given_names"] == "LÉO"
+    assert record["identity"]["nir"] == LEO["nir"]
+    assert record["identity"]["status"] == "provisional"
+    assert ("create", patient_id, "success") in audit_actions(app_platform(client))

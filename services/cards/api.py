@@ -7,7 +7,9 @@ matching patient record's id, never a name or a NIR). Card failures are 409 prob
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
@@ -21,7 +23,7 @@ from appliance.platform import Platform
 from appliance.problems import Problem
 from appliance.security import requires
 from drivers.cps_vitale import CardError, CardTimeout, CpsCard, VitaleCard, list_readers
-from drivers.cps_vitale.errors import NoCard
+from drivers.cps_vitale.errors import NoCard, UnknownCard
 from services.cards import logic
 from services.cards.models import (
     BeneficiaryView,
@@ -29,6 +31,8 @@ from services.cards.models import (
     CardEventView,
     CpsView,
     HolderView,
+    PatientFromCardRequest,
+    PatientFromCardView,
     ReadersView,
     ReaderView,
     ReadRequest,
@@ -174,3 +178,60 @@ class CardsController(Controller):
             monitor_running=monitor.running.is_set(),
             monitor_error=error.message if error is not None else None,
         )
+
+    @post(
+        "/patients",
+        guards=[requires("cards:read", "patients:write")],
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def patient_from_card(
+        self,
+        data: PatientFromCardRequest,
+        platform: NamedDependency[Platform],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+        state: State,
+    ) -> PatientFromCardView:
+        """Read the Vitale card now in the reader and find the patient record of one of its
+        beneficiaries by NIR, or create a provisional one from the card (audited)."""
+        try:
+            card = logic.read(platform.settings, data.reader, timeout_s=0)
+        except CardTimeout as exc:
+            raise card_problem(NoCard(detail=exc.detail)) from exc
+        except CardError as exc:
+            raise card_problem(exc) from exc
+        if not isinstance(card, VitaleCard):
+            raise card_problem(UnknownCard("Cette carte n'est pas une carte Vitale."))
+        if data.beneficiary >= len(card.beneficiaries):
+            raise Problem(
+                409,
+                "card-no-such-beneficiary",
+                f"La carte ne porte que {len(card.beneficiaries)} bénéficiaire(s).",
+                extra={"card_error": "no_such_beneficiary"},
+            )
+        crypto = _crypto(state, platform)
+        if crypto is None:
+            raise Problem(503, "field-key-unavailable", "the patient field key is missing")
+        _vitale_view(card, platform, state, audit, ctx)  # the read itself, audited
+        beneficiary = card.beneficiaries[data.beneficiary]
+        zone = ZoneInfo(platform.settings.timezone)
+        try:
+            patient_id, created = logic.find_or_create_patient(
+                platform.store,
+                crypto,
+                beneficiary,
+                actor=ctx.actor,
+                today=datetime.now(zone).date(),
+            )
+        except logic.CardPatientError as exc:
+            raise Problem(
+                409,
+                "card-patient-rejected",
+                exc.message,
+                extra={"card_error": "patient_rejected", "fields": exc.errors},
+            ) from exc
+        if created:
+            with audit.store.write():
+                audit.record(ctx.audit_event("create", "patient", patient_id, purpose="care"))
+        return PatientFromCardView(patient_id=patient_id, created=created)

@@ -43,7 +43,7 @@ from drivers.cps_vitale import (
 from drivers.cps_vitale import open_signer as _open_signer
 from drivers.cps_vitale.errors import UnknownCard
 from services.identity.cards import CardLoginError
-from services.patients import PatientCrypto, find_patient
+from services.patients import PatientCrypto, PatientRejected, find_patient, save_patient
 from services.patients.logic import compact, nir_problem
 from services.patients.models import Identity, Patient
 
@@ -106,13 +106,13 @@ def sex_from_nir(nir: str) -> str:
     return {"1": "M", "2": "F"}.get(nir[:1], "I")
 
 
-def patient_form(beneficiary: Beneficiary) -> dict[str, Any] | None:
+def patient_record(beneficiary: Beneficiary) -> Patient | None:
     """A provisional patient record from the card (identity traits to be checked against an
     identity document before the INS can be qualified); None for a lunar birth date."""
     born = calendar_date(beneficiary.birth_date)
     if born is None:
         return None
-    patient = Patient(
+    return Patient(
         identity=Identity(
             birth_family_name=beneficiary.surname,
             given_names=beneficiary.first_name or beneficiary.surname,
@@ -122,7 +122,59 @@ def patient_form(beneficiary: Beneficiary) -> dict[str, Any] | None:
             status="provisional",
         )
     )
-    return msgspec.to_builtins(patient)  # type: ignore[no-any-return]
+
+
+def patient_form(beneficiary: Beneficiary) -> dict[str, Any] | None:
+    """:func:`patient_record` as the JSON body of ``POST /api/v1/patients``."""
+    record = patient_record(beneficiary)
+    return None if record is None else msgspec.to_builtins(record)
+
+
+class CardPatientError(Exception):
+    """The card's beneficiary cannot become a patient record; ``message`` is French."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or []
+
+
+def find_or_create_patient(
+    store: Store,
+    crypto: PatientCrypto,
+    beneficiary: Beneficiary,
+    *,
+    actor: str,
+    today: date,
+) -> tuple[str, bool]:
+    """The patient record with the beneficiary's NIR, or a new provisional one made from the
+    card: ``(patient_id, created)``. Not audited here: the caller audits."""
+    found = find_patient(store, crypto, nir=beneficiary.nir)
+    if found is not None:
+        return found, False
+    record = patient_record(beneficiary)
+    if record is None:
+        raise CardPatientError(
+            "La date de naissance de la carte n'est pas une date du calendrier (date lunaire) : "
+            "créez la fiche patient à la main."
+        )
+    try:
+        patient_id, _version = save_patient(store, crypto, record, actor=actor, today=today)
+    except PatientRejected as exc:
+        raise CardPatientError(
+            "La fiche patient ne peut pas être créée depuis la carte : données incohérentes.",
+            [{"key": e.key, "message": e.message} for e in exc.errors],
+        ) from exc
+    except Exception as exc:
+        # Another counter created the same NIR meanwhile (the patients service's
+        # DuplicateIdentifierError, not exported): that record is the one.
+        if type(exc).__name__ != "DuplicateIdentifierError":
+            raise
+        raced = find_patient(store, crypto, nir=beneficiary.nir)
+        if raced is None:
+            raise
+        return raced, False
+    return patient_id, True
 
 
 def match_and_audit(
@@ -288,6 +340,7 @@ __all__ = [
     "CpsPinAuthenticator",
     "card_config",
     "check_nirs",
+    "find_or_create_patient",
     "match_and_audit",
     "open_signer",
     "patient_form",

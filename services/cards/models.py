@@ -84,3 +84,17 @@ class CardEventsView(msgspec.Struct, frozen=True, kw_only=True):
     """Pass it back as ``after`` on the next poll."""
     monitor_running: bool
     monitor_error: str | None
+
+
+class PatientFromCardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Find or create the patient record of one beneficiary of the Vitale card now in the
+    reader (``beneficiary``: its position on the card, from 0)."""
+
+    reader: ReaderName | None = None
+    beneficiary: Annotated[int, msgspec.Meta(ge=0, le=11)] = 0
+
+
+class PatientFromCardView(msgspec.Struct, frozen=True, kw_only=True):
+    patient_id: str
+    created: bool
+    """True when the record was created from the card (provisional identity)."""
