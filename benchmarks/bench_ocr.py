@@ -78,6 +78,8 @@ def evaluate(folder: Path) -> dict[str, Any]:
             "strict": 0,
             "written": 0,
             "posology": 0,
+            "returned": 0,
+            "wrong": 0,
             "times": [],
             "cpu": [],
             "failures": [],
@@ -100,6 +102,12 @@ def evaluate(folder: Path) -> dict[str, Any]:
             stats[kind]["times"].append(time.perf_counter() - started)
             stats[kind]["cpu"].append(_cpu() - cpu)
             lines = result["lines"]
+            heads = {_head(t["catalog_name"]) for t in record["lines"]}
+            for found in lines:
+                if found["cis"]:
+                    stats[kind]["returned"] += 1
+                    if _head(names.get(found["cis"], "")) not in heads:
+                        stats[kind]["wrong"] += 1  # a CIS the prescription does not name
             for truth in record["lines"]:
                 stats[kind]["lines"] += 1
                 expected_head = _head(truth["catalog_name"])
@@ -145,6 +153,8 @@ def evaluate(folder: Path) -> dict[str, Any]:
             "match_strict": round(s["strict"] / s["lines"], 4) if s["lines"] else None,
             "match_as_written": round(s["written"] / s["lines"], 4) if s["lines"] else None,
             "posology": round(s["posology"] / s["lines"], 4) if s["lines"] else None,
+            "cis_returned": s["returned"],
+            "cis_wrong": s["wrong"],
             "s_per_page_p50": round(statistics.median(times), 3) if times else None,
             "s_per_page_p95": round(times[int(0.95 * (len(times) - 1))], 3) if times else None,
             "s_per_page_max": round(times[-1], 3) if times else None,
@@ -202,6 +212,10 @@ def main() -> None:
             f"(goal ≤ {GOALS['s_per_page']:.0f} s, ratio wall "
             f"{r['s_per_page_p50'] / GOALS['s_per_page']:.2f} / CPU "
             f"{r['cpu_s_per_page_p50'] / GOALS['s_per_page']:.2f})"
+        )
+        print(
+            f"{'':9s} CIS returned {r['cis_returned']}, of a product the prescription does "
+            f"not name: {r['cis_wrong']}"
         )
         for failure in r["failures"]:
             print(f"    {failure}")
