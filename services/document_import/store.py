@@ -147,18 +147,24 @@ def catalog_entries(store: Store) -> list[CatalogEntry]:
     cis_list = sorted(moieties)
     entries: list[CatalogEntry] = []
     for start in range(0, len(cis_list), 500):
-        for view in _catalog.medication_views(store, cis_list[start : start + 500]):
+        chunk = cis_list[start : start + 500]
+        boxes: dict[str, list[str]] = defaultdict(list)
+        for box in _catalog.rows_for(store, "med_presentations", chunk):
+            if box["marketed"]:
+                boxes[str(box["cis"])].append(str(box["cip13"]))
+        for row in _catalog.speciality_rows(store, chunk):
+            cis = str(row["cis"])
             entries.append(
                 CatalogEntry(
-                    cis=view.cis,
-                    name=view.name,
-                    form=view.form,
-                    atc=view.atc,
-                    substances=tuple(moieties[view.cis].values()),
-                    cip13s=tuple(p.cip13 for p in view.presentations if p.marketed),
+                    cis=cis,
+                    name=str(row["name"]),
+                    form=str(row["form"]),
+                    atc=row["atc"] or None,
+                    substances=tuple(moieties[cis].values()),
+                    cip13s=tuple(sorted(boxes.get(cis, []))),
                 )
             )
-    return entries
+    return sorted(entries, key=lambda e: e.cis)
 
 
 def catalog_index(store: Store) -> CatalogIndex:
