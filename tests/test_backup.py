@@ -185,3 +185,33 @@ def test_scheduled_backup_with_key_file_and_retention(cheap_kdf: None, platform:
     assert len(removed) == 2
     assert scheduled_backups(settings.backup_path)[-1].exists()
     assert len(scheduled_backups(settings.backup_path)) == 2
+
+
+def test_backup_while_the_counter_keeps_writing(cheap_kdf: None, platform: Platform) -> None:
+    """The snapshot is taken live: writes go on during it and the backup is consistent."""
+    import threading
+
+    settings = load_settings()
+    stop = threading.Event()
+    written: list[int] = []
+
+    def counter() -> None:
+        i = 0
+        while not stop.is_set():
+            with platform.store.write() as db:
+                enqueue(db, stream="s", kind="k", payload={"i": i}, idempotency_key=f"w-{i}")
+            written.append(i)
+            i += 1
+
+    thread = threading.Thread(target=counter)
+    thread.start()
+    try:
+        report = create_backup(
+            settings, KeySource(passphrase=PASSPHRASE), log2_n=10, write_kit=False
+        )
+    finally:
+        stop.set()
+        thread.join()
+    deep = verify_backup(report.path, KeySource(passphrase=PASSPHRASE))
+    assert deep.checked == ["hygie.db", "audit.db"]
+    assert 0 <= deep.tables["hygie.db"]["sync_outbox"] <= len(written)
