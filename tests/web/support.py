@@ -211,30 +211,25 @@ def seed_patient(base_url: str, token: str, family: str = PATIENT_NAME) -> str:
         )
         assert created.status_code == 201, created.text
         pid = str(created.json()["id"])
-        rx = client.post(
-            "/api/v1/prescriptions",
-            json={
-                "patient_id": pid,
-                "prescriber": {"name": "Dr Bernard Lefèvre"},
-                "prescribed_on": year_ago,
-                "renewals": 12,
-                "lines": [
-                    {
-                        "cis": COUMADINE,
-                        "posology": {"dose": 1, "unit": "comprimé", "times_per_day": 1},
-                    },
-                    {
-                        "cis": KARDEGIC,
-                        "posology": {"dose": 1, "unit": "sachet", "times_per_day": 1},
-                    },
-                    {
-                        "cis": CORDARONE,
-                        "posology": {"dose": 1, "unit": "comprimé", "times_per_day": 1},
-                    },
-                ],
-            },
-        )
-        assert rx.status_code == 201, rx.text
+        for prescribed_on in (year_ago, (date.today() - timedelta(days=20)).isoformat()):
+            posology = {"times_per_day": 1, "duration": {"value": 3, "unit": "month"}}
+            rx = client.post(
+                "/api/v1/prescriptions",
+                json={
+                    "patient_id": pid,
+                    "prescriber": {"name": "Dr Bernard Lefèvre"},
+                    "prescribed_on": prescribed_on,
+                    "lines": [
+                        {"cis": cis, "posology": {**posology, "dose": 1, "unit": unit}}
+                        for cis, unit in (
+                            (COUMADINE, "comprimé"),
+                            (KARDEGIC, "sachet"),
+                            (CORDARONE, "comprimé"),
+                        )
+                    ],
+                },
+            )
+            assert rx.status_code == 201, rx.text
         for months in range(0, 12, 3):
             day = (date.today() - timedelta(days=365 - 30 * months)).isoformat()
             for cis in (COUMADINE, KARDEGIC, CORDARONE):
@@ -275,7 +270,8 @@ def login(page: Any, base_url: str, username: str = PHARMACIST, target: str = "/
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.locator("form:has(input[name=password]) button[type=submit]").first.click()
-    page.wait_for_url(f"**{target.split('?')[0]}**")
+    wanted = target.split("?")[0].rstrip("/")
+    page.wait_for_url(lambda url: urlsplit(url).path.rstrip("/") == wanted)
 
 
 def axe_violations(page: Any) -> list[dict[str, Any]]:
