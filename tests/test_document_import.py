@@ -218,6 +218,10 @@ def test_upload_review_and_validate(
     assert draft["pages"] == 1
     assert [line["cis"] for line in content["lines"]] == [DOLIPRANE[0], AMLODIPINE[0]]
     assert content["prescriber_rpps"] == {"value": scan.rpps, "confidence": 1.0}
+    first_box, second_box = (line["box"] for line in content["lines"])
+    assert [line["page"] for line in content["lines"]] == [1, 1]
+    assert 0 <= first_box[0] < first_box[2] <= 1
+    assert first_box[3] <= second_box[1]  # the first line is above the second
     assert 0 < content["prescriber_name"]["confidence"] <= 1
     assert content["patient_name"]["value"] == scan.patient
     # Nothing is a prescription yet.

@@ -31,6 +31,7 @@ from services.document_import import store as repository
 from services.document_import.models import (
     CsvImportResult,
     Draft,
+    DraftContent,
     DraftPatch,
     DraftSummary,
     DraftUpdate,
@@ -293,17 +294,11 @@ class ImportController(Controller):
         audit: AuditLog,
         ctx: RequestContext,
         item: Versioned[Draft],
-        content: object,
+        content: DraftContent,
         expected: int,
     ) -> DraftView:
         try:
-            saved = importer.correct(
-                store,
-                item,
-                content,  # type: ignore[arg-type]
-                actor=ctx.actor,
-                expected=expected,
-            )
+            saved = importer.correct(store, item, content, actor=ctx.actor, expected=expected)
         except importer.DraftError as error:
             record(audit, ctx, "correct", OBJECT_TYPE, [item.entity_id], outcome="rejected")
             raise Problem(409, "import-closed", str(error)) from None

@@ -648,6 +648,10 @@ class ReadLine:
     match: Match | None
     posology: ParsedPosology
     ocr_confidence: float
+    page: int | None = None
+    box: tuple[float, float, float, float] | None = None
+    """Where the line is on its page: (left, top, right, bottom) as fractions of the page
+    size, for the reviewer's side-by-side view; ``None`` from a PDF text layer."""
 
 
 @dataclass(frozen=True)
@@ -668,12 +672,44 @@ class ReadPage:
     confidences: Mapping[str, float] = field(default_factory=dict)
 
 
+def _line_boxes(page: PageText) -> dict[int, tuple[int, int, int, int]]:
+    """Pixel box (left, top, right, bottom) of each OCR'd line of a page."""
+    boxes: dict[int, tuple[int, int, int, int]] = {}
+    for word in page.words:
+        right, bottom = word.left + word.width, word.top + word.height
+        old = boxes.get(word.line)
+        if old is not None:
+            right, bottom = max(old[2], right), max(old[3], bottom)
+        boxes[word.line] = (
+            (word.left, word.top, right, bottom)
+            if old is None
+            else (min(old[0], word.left), min(old[1], word.top), right, bottom)
+        )
+    return boxes
+
+
+def _union(
+    boxes: list[tuple[int, int, int, int]], size: tuple[int, int] | None
+) -> tuple[float, float, float, float] | None:
+    if not boxes or not size or not size[0] or not size[1]:
+        return None
+    width, height = size
+    return (
+        round(min(b[0] for b in boxes) / width, 4),
+        round(min(b[1] for b in boxes) / height, 4),
+        round(max(b[2] for b in boxes) / width, 4),
+        round(max(b[3] for b in boxes) / height, 4),
+    )
+
+
 @dataclass
 class _Item:
     product_text: str
     match: Match
     posology: list[str]
     confidences: list[float]
+    page: int
+    boxes: list[tuple[int, int, int, int]]
 
 
 def _conf(values: Iterable[float]) -> float:
@@ -700,7 +736,10 @@ def read_prescription(pages: Sequence[PageText], index: CatalogIndex) -> ReadPag
     if rpps:
         conf["prescriber_rpps"] = 1.0
     for page in pages:
-        for text, confidence in zip(page.lines, page.line_confidences, strict=True):
+        line_boxes = _line_boxes(page)
+        for number, (text, confidence) in enumerate(
+            zip(page.lines, page.line_confidences, strict=True)
+        ):
             stripped = text.strip()
             if not stripped:
                 continue
@@ -746,18 +785,24 @@ def read_prescription(pages: Sequence[PageText], index: CatalogIndex) -> ReadPag
                 continue
             match = match_line(index, stripped)
             if match is not None:
-                items.append(_Item(stripped, match, [], [confidence]))
+                box = line_boxes.get(number)
+                items.append(
+                    _Item(stripped, match, [], [confidence], page.number, [box] if box else [])
+                )
                 continue
             parsed = parse_posology(stripped)
             if items and (looks_like_posology(stripped) or parsed.non_substitutable):
                 # « non substituable » under a line is that line's mention.
                 items[-1].posology.append(stripped)
+                if (box := line_boxes.get(number)) and items[-1].page == page.number:
+                    items[-1].boxes.append(box)
                 items[-1].confidences.append(confidence)
                 continue
             if parsed.renewals is not None and renewals is None:
                 renewals = parsed.renewals
             if parsed.non_substitutable:
                 all_ns = True
+    sizes = {page.number: (page.width, page.height) for page in pages}
     lines: list[ReadLine] = []
     for item in items:
         # The posology can follow the product on its own line: read after the strength.
@@ -769,6 +814,8 @@ def read_prescription(pages: Sequence[PageText], index: CatalogIndex) -> ReadPag
                 match=item.match,
                 posology=parse_posology(posology_text),
                 ocr_confidence=min(item.confidences),
+                page=item.page,
+                box=_union(item.boxes, sizes.get(item.page)),
             )
         )
     for line in lines:
@@ -901,6 +948,8 @@ def draft_content(read: ReadPage) -> DraftContent:
                 non_substitutable=posology.non_substitutable or read.non_substitutable_all,
                 match_score=match.score if match else 0.0,
                 confidence=line_confidence(line),
+                page=line.page,
+                box=line.box,
             )
         )
     renewals = read.renewals

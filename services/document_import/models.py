@@ -7,7 +7,7 @@ Drafts are frozen: a correction is a new version of the whole draft (VersionedTa
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -154,6 +154,10 @@ class DraftLine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     """Similarity of the written product to the catalog entry (0-1)."""
     confidence: Confidence = 0.0
     """Overall confidence of the line: the lower of OCR and catalog match."""
+    page: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    box: tuple[Confidence, Confidence, Confidence, Confidence] | None = None
+    """(left, top, right, bottom) of the line on its page image, as fractions of the page's
+    width and height: where the UI highlights it."""
 
 
 class DraftContent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -279,7 +283,3 @@ class Match(msgspec.Struct, frozen=True, kw_only=True):
     form: str | None
     score: float
     """0-1."""
-
-
-def today_iso(day: date) -> str:
-    return day.isoformat()
