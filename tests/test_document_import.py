@@ -98,7 +98,7 @@ def test_ocr_of_a_synthetic_scan_with_word_confidences(scan: Any) -> None:
     assert document.images[0].mode == "L"
 
 
-def test_multipage_tiff_and_image_only_pdf(scan: Any) -> None:
+def test_multipage_tiff_jpeg_and_image_only_pdf(scan: Any) -> None:
     blank = Image.new("L", (600, 800), 255)
     buffer = io.BytesIO()
     scan.image.save(buffer, format="TIFF", save_all=True, append_images=[blank], dpi=(150, 150))
@@ -106,6 +106,11 @@ def test_multipage_tiff_and_image_only_pdf(scan: Any) -> None:
     assert len(tiff.pages) == 2
     assert any("DOLIPRANE" in line.upper() for line in tiff.pages[0].lines)
     assert tiff.pages[1].lines == ()
+
+    buffer = io.BytesIO()
+    scan.image.save(buffer, format="JPEG", quality=70, dpi=(150, 150))
+    jpeg = read_document(buffer.getvalue())
+    assert any("AMLODIPINE" in line.upper() for line in jpeg.pages[0].lines)
 
     buffer = io.BytesIO()
     scan.image.save(buffer, format="PDF", resolution=150)
