@@ -274,3 +274,40 @@ def test_static_and_vendor_files(app: Any, tmp_path: Path) -> None:
         assert "htmx" in htmx.text[:2000]
         assert client.get("/ui/vendor/../package.json").status_code == 404
         assert client.get("/ui/vendor/axe.min.js").status_code == 404
+
+
+def test_vitale_read_shows_the_card_error_or_fills_the_form(app: Any) -> None:
+    client = signed_in(app, "titulaire")
+    try:
+        token = csrf_of(client)
+        answer = client.post(
+            "/ui/cards/vitale", data={"csrf_token": token}, headers={"HX-Request": "true"}
+        )
+        assert answer.status_code == 200
+        # No reader on the test machine's pcscd (or no pcscd): the cards API's French message.
+        assert 'role="alert"' in answer.text
+        session = session_store(app).get(client.cookies.get("hygie_session"))
+        assert session is not None
+        session.scratch["vitale"] = [
+            {
+                "surname": "MARTIN",
+                "first_name": "JEANNE",
+                "birth_date": "1948-03-12",
+                "patient_id": None,
+                "form": {
+                    "identity": {
+                        "birth_family_name": "MARTIN",
+                        "given_names": "JEANNE",
+                        "birth_date": "1948-03-12",
+                        "sex": "F",
+                        "nir": "248037512345658",
+                    }
+                },
+            }
+        ]
+        form = client.get("/ui/patients/new?card=0")
+        assert "pré-rempli depuis la carte Vitale" in form.text
+        assert 'value="248037512345658"' in form.text
+        assert 'value="MARTIN"' in form.text
+    finally:
+        client.__exit__(None, None, None)

@@ -222,8 +222,40 @@ def french(message: str) -> str:
 
 
 @get(UI + "/patients/new", guards=[requires("patients:write")], include_in_schema=False)
-async def patient_new(request: Request[Any, Any, Any]) -> Response[str]:
-    return render(request, "patient_form.html", values={}, errors={}, patient=None)
+async def patient_new(request: Request[Any, Any, Any], card: Text = None) -> Response[str]:
+    """An empty form, or one pre-filled from a Vitale card just read (``card=N``)."""
+    values: dict[str, str] = {}
+    read = current_session(request).scratch.get("vitale")
+    if card is not None and card.isdigit() and isinstance(read, list) and int(card) < len(read):
+        form = read[int(card)].get("form")
+        if isinstance(form, dict):
+            values = _flatten(form)
+    return render(
+        request, "patient_form.html", values=values, errors={}, patient=None, from_card=bool(values)
+    )
+
+
+@post(UI + "/cards/vitale", guards=[requires("cards:read")], include_in_schema=False)
+async def read_vitale(request: Request[Any, Any, Any]) -> Response[str]:
+    """Read the Vitale card in the counter's reader: each beneficiary with its record, or a
+    form pre-filled from the card (checked by the pharmacist before it is saved)."""
+    await form_data(request)
+    try:
+        card = await api(request).post("/api/v1/cards/read", {})
+    except ApiError as exc:
+        if exc.status not in (400, 404, 409, 503):
+            raise
+        return render(request, "fragments/vitale.html", error=exc.detail, beneficiaries=[])
+    if card.get("type") != "vitale":
+        return render(
+            request,
+            "fragments/vitale.html",
+            error="La carte lue n'est pas une carte Vitale.",
+            beneficiaries=[],
+        )
+    beneficiaries = list(card.get("beneficiaries") or [])
+    current_session(request).scratch["vitale"] = beneficiaries
+    return render(request, "fragments/vitale.html", error=None, beneficiaries=beneficiaries)
 
 
 @post(UI + "/patients/new", guards=[requires("patients:write")], include_in_schema=False)
@@ -831,6 +863,7 @@ PAGE_HANDLERS = [
     home,
     patients,
     patient_new,
+    read_vitale,
     patient_create,
     patient_page,
     patient_edit,
