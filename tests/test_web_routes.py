@@ -311,3 +311,44 @@ def test_vitale_read_shows_the_card_error_or_fills_the_form(app: Any) -> None:
         assert 'value="MARTIN"' in form.text
     finally:
         client.__exit__(None, None, None)
+
+
+def test_patient_edit_keeps_the_rest_of_the_record_and_refuses_stale_versions(app: Any) -> None:
+    client = signed_in(app, "titulaire")
+    try:
+        token = csrf_of(client)
+        created = client.post(
+            "/ui/patients/new",
+            data={
+                "csrf_token": token,
+                "identity.birth_family_name": "EDIT",
+                "identity.given_names": "Eve",
+                "identity.birth_date": "1939-09-09",
+                "identity.sex": "F",
+                "gp.name": "Dr Alain Roux",
+            },
+            follow_redirects=False,
+        )
+        assert created.status_code == 303, created.text
+        pid = created.headers["location"].rsplit("/", 1)[1]
+        form = client.get(f"/ui/patients/{pid}/edit")
+        assert 'value="Dr Alain Roux"' in form.text
+        values = {
+            "csrf_token": token,
+            "expected_version": "1",
+            "identity.birth_family_name": "EDIT",
+            "identity.given_names": "Eve",
+            "identity.birth_date": "1939-09-09",
+            "identity.sex": "F",
+            "gp.name": "Dr Alain Roux",
+            "contact.phone": "04 78 00 00 00",
+        }
+        saved = client.post(f"/ui/patients/{pid}/edit", data=values, follow_redirects=False)
+        assert saved.status_code == 303, saved.text
+        page = client.get(f"/ui/patients/{pid}")
+        assert "Dr Alain Roux" in page.text
+        stale = client.post(f"/ui/patients/{pid}/edit", data=values, follow_redirects=False)
+        assert stale.status_code == 400
+        assert "Le dossier a été modifié par quelqu" in stale.text
+    finally:
+        client.__exit__(None, None, None)
