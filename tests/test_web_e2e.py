@@ -103,7 +103,8 @@ def test_search_as_you_type_then_patient_page(appliance: Appliance, page: Any) -
         assert page.get_by_role("heading", name=heading).is_visible()
     assert page.get_by_text("Fibrillation auriculaire").is_visible()
     assert page.get_by_role("heading", name="Historique des délivrances").is_visible()
-    assert page.get_by_text("Éligible au BPM").is_visible()
+    assert page.get_by_text("Éligible au BPM", exact=True).is_visible()
+    assert page.get_by_text("COUMADINE 5 mg").first.is_visible()  # catalogue names, not CIS
     accessible(page, "patient page")
 
 

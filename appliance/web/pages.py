@@ -87,6 +87,13 @@ async def _search(request: Request[Any, Any, Any], q: str | None) -> tuple[list[
         raise
 
 
+async def product_names(client: Api, codes: set[str]) -> dict[str, str]:
+    """Catalogue names of the CIS codes a record lists without a label (CIS → name)."""
+    wanted = sorted(codes)[:100]
+    found = await asyncio.gather(*(client.optional(f"/api/v1/medications/{cis}") for cis in wanted))
+    return {cis: str(item["name"]) for cis, item in zip(wanted, found, strict=True) if item}
+
+
 PATIENT_FIELDS = (
     "identity.birth_family_name",
     "identity.used_family_name",
@@ -287,9 +294,18 @@ async def patient_page(request: Request[Any, Any, Any], patient_id: UUID) -> Res
     cycles = await client.optional("/api/v1/bpm", patient_id=pid)
     assessed = await client.optional(f"/api/v1/patients/{pid}/bpm-eligibility")
     eligibility = assessed.get("eligibility") if isinstance(assessed, dict) else None
+    codes = {
+        str(item["cis"])
+        for item in [
+            *(line for rx in prescriptions or [] for line in rx.get("lines") or []),
+            *(dispensings or []),
+        ]
+        if item.get("cis") and not item.get("label")
+    }
     return render(
         request,
         "patient.html",
+        names=await product_names(client, codes),
         patient=patient,
         prescriptions=prescriptions or [],
         dispensings=dispensings or [],

@@ -53,6 +53,8 @@ PREPARATEUR = "lucas"
 COUMADINE = "63245753"  # warfarin 5 mg (mini BDPM)
 KARDEGIC = "64755969"  # aspirin 75 mg
 CORDARONE = "60662396"  # amiodarone 200 mg
+AMLOR = "63458349"  # amlodipine 5 mg
+LEVOTHYROX = "68416845"  # levothyroxine 100 µg
 COUMADINE_CIP13 = "3400935693099"
 PATIENT_NAME = "DURAND"
 
@@ -176,7 +178,8 @@ def api_token(base_url: str, username: str = PHARMACIST) -> str:
 
 
 def seed_patient(base_url: str, token: str, family: str = PATIENT_NAME) -> str:
-    """An 86-year-old on warfarin, aspirin and amiodarone for a year: findings to review."""
+    """An 86-year-old on warfarin, aspirin, amiodarone, amlodipine and levothyroxine for a
+    year (BPM-eligible: 65 or more, 5 substances over 6 months): findings to review."""
     headers = {"Authorization": f"Bearer {token}"}
     year_ago = (date.today() - timedelta(days=365)).isoformat()
     with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:
@@ -225,6 +228,8 @@ def seed_patient(base_url: str, token: str, family: str = PATIENT_NAME) -> str:
                             (COUMADINE, "comprimé"),
                             (KARDEGIC, "sachet"),
                             (CORDARONE, "comprimé"),
+                            (AMLOR, "gélule"),
+                            (LEVOTHYROX, "comprimé"),
                         )
                     ],
                 },
@@ -232,7 +237,7 @@ def seed_patient(base_url: str, token: str, family: str = PATIENT_NAME) -> str:
             assert rx.status_code == 201, rx.text
         for months in range(0, 12, 3):
             day = (date.today() - timedelta(days=365 - 30 * months)).isoformat()
-            for cis in (COUMADINE, KARDEGIC, CORDARONE):
+            for cis in (COUMADINE, KARDEGIC, CORDARONE, AMLOR, LEVOTHYROX):
                 dispensed = client.post(
                     f"/api/v1/patients/{pid}/dispensings",
                     json={"dispensed_on": day, "quantity": 3, "cis": cis},
