@@ -381,6 +381,23 @@ def test_csv_export_becomes_drafts(
     assert first["content"]["lines"][0]["times"] == ["morning", "evening"]
     second = client.get(f"/api/v1/imports/{result['drafts'][1]}", headers=headers).json()
     assert second["content"]["lines"][0]["cis"] is None  # unknown product: not guessed
+    rejected = client.post(
+        f"/api/v1/imports/{result['drafts'][1]}/reject",
+        json={"expected_version": 1},
+        headers=headers,
+    )
+    assert rejected.status_code == 201, rejected.text
+    assert rejected.json()["status"] == "rejected"
+    listed = client.get("/api/v1/imports?status=rejected", headers=headers).json()
+    assert [item["id"] for item in listed] == [result["drafts"][1]]
+    assert (
+        client.post(
+            f"/api/v1/imports/{result['drafts'][1]}/reject",
+            json={"expected_version": 2},
+            headers=headers,
+        ).status_code
+        == 409
+    )
     bad = client.post(
         "/api/v1/imports/csv",
         files={"file": ("x.csv", b"a;b\n1;2\n", "text/csv")},

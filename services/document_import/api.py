@@ -308,6 +308,28 @@ class ImportController(Controller):
         record(audit, ctx, "correct", OBJECT_TYPE, [item.entity_id])
         return view(saved)
 
+    @post("/{draft_id:uuid}/reject", guards=[requires(IMPORT)], sync_to_thread=True)
+    def reject_import(
+        self,
+        draft_id: FromPath[UUID],
+        data: JSONBody[ValidateRequest],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+    ) -> DraftView:
+        """Discard an import that is not a prescription to keep (wrong file, duplicate): it
+        stays in the history as ``rejected`` and can no longer be validated."""
+        item = self._existing(store, audit, ctx, str(draft_id), "reject")
+        if item.entity.status != "draft":
+            raise Problem(409, "import-closed", f"this import is already {item.entity.status}")
+        try:
+            saved = importer.reject(store, item, actor=ctx.actor, expected=data.expected_version)
+        except VersionConflictError:
+            record(audit, ctx, "reject", OBJECT_TYPE, [item.entity_id], outcome="conflict")
+            raise
+        record(audit, ctx, "reject", OBJECT_TYPE, [item.entity_id])
+        return view(saved)
+
     @post(
         "/{draft_id:uuid}/validate",
         guards=[requires(IMPORT, WRITE)],

@@ -90,6 +90,12 @@ def correct(
     return repository.save(store, updated, actor=actor, expected_version=expected)
 
 
+def reject(store: Store, item: Versioned[Draft], *, actor: str, expected: int) -> Versioned[Draft]:
+    """Close a draft without a prescription (a new version, status ``rejected``)."""
+    closed = msgspec.structs.replace(item.entity, status="rejected")
+    return repository.save(store, closed, actor=actor, expected_version=expected)
+
+
 def patched(content: DraftContent, changes: dict[str, Any]) -> DraftContent:
     """The content with the given top-level fields replaced (PATCH)."""
     return msgspec.structs.replace(content, **changes)
