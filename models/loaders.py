@@ -46,7 +46,11 @@ class TextBackend(Protocol):
     sha256: str
 
     def generate(
-        self, messages: Sequence[Message], params: GenerationParams, schema: dict[str, Any] | None
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        schema: dict[str, Any] | None,
+        on_piece: Callable[[str], None] | None = None,
     ) -> RawGeneration: ...
 
     def stream(
@@ -109,8 +113,14 @@ class LlamaCppBackend:
         return iter(chunks)
 
     def generate(
-        self, messages: Sequence[Message], params: GenerationParams, schema: dict[str, Any] | None
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        schema: dict[str, Any] | None,
+        on_piece: Callable[[str], None] | None = None,
     ) -> RawGeneration:
+        """The whole answer; ``on_piece`` sees each piece as it is sampled (a preview for
+        a user waiting on a job: the answer is validated only once complete)."""
         with self._lock:
             start = time.perf_counter()
             first = 0.0
@@ -125,6 +135,8 @@ class LlamaCppBackend:
                     first = time.perf_counter() - start
                 if piece:
                     pieces.append(piece)
+                    if on_piece is not None:
+                        on_piece(piece)
             total = time.perf_counter() - start
             text = "".join(pieces)
             prompt_tokens = self._prompt_tokens(messages)
@@ -213,7 +225,11 @@ class TransformersBackend:
         return iter(streamer), thread, int(inputs["input_ids"].shape[-1])
 
     def generate(
-        self, messages: Sequence[Message], params: GenerationParams, schema: dict[str, Any] | None
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        schema: dict[str, Any] | None,
+        on_piece: Callable[[str], None] | None = None,
     ) -> RawGeneration:
         with self._lock:
             start = time.perf_counter()
@@ -224,6 +240,8 @@ class TransformersBackend:
                 if piece and not text_parts:
                     first = time.perf_counter() - start
                 text_parts.append(piece)
+                if piece and on_piece is not None:
+                    on_piece(piece)
             thread.join()
             total = time.perf_counter() - start
         text = "".join(text_parts)

@@ -5,6 +5,9 @@ stored traceability record, the audit entries (ids only), model management, prob
 from __future__ import annotations
 
 import hashlib
+import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from services.llm import store as repository
 from services.llm.api import new_job
 from services.llm.models import GenerateRequest
 from services.llm.runtime import LlmRuntime
-from services.llm.tasks import catalog_runtime, register_tasks, run_job
+from services.llm.tasks import JobProgress, catalog_runtime, register_tasks, run_job
 
 BODY: dict[str, Any] = {
     "task": "patient_advice",
@@ -127,6 +130,42 @@ def test_generate_queues_a_job_the_worker_runs_with_the_real_smollm2(
     assert "data: done" in text
     assert "event: done" in text
     assert body["id"] in text
+    assert repository.get_progress(llm_client.app.state.platform.store, job["id"]) is None
+
+
+def test_events_stream_the_running_text_then_the_validated_job(
+    llm_client: TestClient,  # type: ignore[type-arg]
+    auth: dict[str, str],
+) -> None:
+    """What the worker's progress writer leaves in the store comes out as ``attempt`` and
+    ``token`` events while the job runs, then ``done``."""
+    platform = llm_client.app.state.platform
+    store = platform.store
+    ctx = RequestContext(actor="user-test", role="admin", client_addr="local", request_id="r2")
+    job = new_job(ctx, kind="generate", generate=msgspec.convert(BODY, GenerateRequest))
+    created = repository.create_job(store, job)
+    running = repository.update_job(store, created, status="running")
+
+    def worker() -> None:
+        progress = JobProgress(store, job.id, interval_s=0)
+        progress.start("SmolLM2-135M-Instruct")
+        for piece in ('{"texte": ', '"Bonjour', ' Madame"}'):
+            time.sleep(0.3)
+            progress.piece(piece)
+        time.sleep(0.3)
+        repository.clear_progress(store, job.id)
+        repository.update_job(store, running, status="failed", error="stopped by the test")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    with llm_client.stream("GET", f"/api/v1/llm/jobs/{job.id}/events", headers=auth) as events:
+        text = "".join(events.iter_text())
+    thread.join()
+    tokens = re.findall(r"event: token\r?\ndata: ([^\r\n]*)", text)
+    assert "".join(tokens) == '{"texte": "Bonjour Madame"}'
+    assert "event: attempt" in text
+    assert text.index("data: running") < text.index("event: token") < text.index("event: done")
+    assert "stopped by the test" in text
 
 
 def test_a_job_that_cannot_run_ends_failed_with_its_reason(

@@ -105,8 +105,10 @@ def test_transformers_loader_generates_and_streams(tmp_path: Path, tiny_transfor
         assert raw.completion_tokens > 0
         assert raw.prompt_tokens > 0
         assert 0 < raw.first_token_s <= raw.total_s
-        again = backend.generate(MESSAGES, PARAMS, None)
+        seen: list[str] = []
+        again = backend.generate(MESSAGES, PARAMS, None, on_piece=seen.append)
         assert again.text == raw.text  # greedy decoding is deterministic
+        assert "".join(seen) == raw.text  # pieces as sampled: the job preview
         assert "".join(backend.stream(MESSAGES, PARAMS, None)) == raw.text
     finally:
         backend.close()
@@ -116,8 +118,12 @@ def test_llama_cpp_loader_on_a_tiny_gguf_with_a_schema(tmp_path: Path, tiny_gguf
     manifest = ModelRegistry(tmp_path, include_embedded=False).add(tiny_gguf)
     backend = load_backend(manifest, gpu=False)
     try:
-        raw = backend.generate(MESSAGES, GenerationParams(max_tokens=24), SCHEMA)
+        seen: list[str] = []
+        raw = backend.generate(
+            MESSAGES, GenerationParams(max_tokens=24), SCHEMA, on_piece=seen.append
+        )
         assert raw.completion_tokens > 0
+        assert "".join(seen) == raw.text
         assert raw.text.lstrip().startswith("{")  # the grammar forces a JSON object
         assert list(backend.stream(MESSAGES, PARAMS, None))
     finally:

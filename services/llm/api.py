@@ -211,18 +211,30 @@ class LlmController(Controller):
         audit: NamedDependency[AuditLog],
         ctx: NamedDependency[RequestContext],
     ) -> ServerSentEvent:
-        """The job's progress as server-sent events: ``status`` at each change, then
-        ``done`` with the job view as JSON (or ``timeout`` after five minutes)."""
+        """The job's progress as server-sent events: ``status`` at each change; while it
+        runs, ``attempt`` (the model) and ``token`` (the text sampled since the last event:
+        a preview, not validated); then ``done`` with the job view as JSON, whose draft is
+        the validated one (or ``timeout`` after five minutes)."""
         job = _load_job(store, job_id, ctx, audit)
 
         async def events() -> AsyncIterator[dict[str, str]]:
             current = job
             last: str | None = None
+            attempt, sent = 0, 0
             deadline = time.monotonic() + EVENTS_MAX_S
             while True:
                 if current.status != last:
                     last = current.status
                     yield {"event": "status", "data": current.status}
+                progress = repository.get_progress(store, job_id)
+                if current.status == "running" and progress is not None:
+                    number, model, text = progress
+                    if number != attempt:
+                        attempt, sent = number, 0
+                        yield {"event": "attempt", "data": model}
+                    if len(text) > sent:
+                        yield {"event": "token", "data": text[sent:]}
+                        sent = len(text)
                 if current.status in {"done", "failed"}:
                     view = job_view(store, runtime, current)
                     yield {"event": "done", "data": msgspec.json.encode(view).decode()}

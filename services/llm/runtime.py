@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Protocol
 
 import msgspec
 
@@ -25,6 +26,16 @@ from services.llm.models import GenerateRequest, GenerationRecord, ModelView
 REMOTE_TASKS = frozenset({"bpm_synthesis", "patient_advice"})
 """Tasks whose prompt holds only structured context; interview notes are free text that
 may name people, so ``interview_summary`` never leaves the appliance."""
+
+
+class Progress(Protocol):
+    """Who watches a generation as it is sampled (the worker's job progress)."""
+
+    def start(self, model: str) -> None:
+        """A new attempt begins with this model (its text replaces the previous one)."""
+
+    def piece(self, text: str) -> None:
+        """A sampled piece of the current attempt."""
 
 
 class NoModelError(Exception):
@@ -99,13 +110,19 @@ class LlmRuntime:
 
     # -- generation ------------------------------------------------------------------------
 
-    def _caller(self, params: GenerationParams) -> logic.Caller:
+    def _caller(self, params: GenerationParams, progress: Progress | None = None) -> logic.Caller:
         def call(
             handle: logic.ModelHandle, messages: list[dict[str, str]], constrained: bool
         ) -> logic.Completion:
             schema = logic.DRAFT_SCHEMA if constrained else None
+            if progress is not None:
+                progress.start(handle.name)
             if handle.name == self.remote_name and self.remote is not None:
                 raw = self.remote.generate(messages, params, schema)
+            elif progress is not None:
+                raw = self.cache.get(self.registry.get(handle.name)).generate(
+                    messages, params, schema, on_piece=progress.piece
+                )
             else:
                 raw = self.cache.get(self.registry.get(handle.name)).generate(
                     messages, params, schema
@@ -120,7 +137,9 @@ class LlmRuntime:
 
         return call
 
-    def generate(self, request: GenerateRequest, *, actor: str) -> GenerationRecord:
+    def generate(
+        self, request: GenerateRequest, *, actor: str, progress: Progress | None = None
+    ) -> GenerationRecord:
         start = time.perf_counter()
         manifests = self.manifests_for(request)
         handles = [logic.ModelHandle(name=m.name, sha256=m.sha256) for m in manifests]
@@ -136,7 +155,7 @@ class LlmRuntime:
             else None
         )
         orchestrator = logic.Orchestrator(
-            call=self._caller(params),
+            call=self._caller(params, progress),
             lexicon=logic.lexicon_for(request, self.catalog),
             retries=self.retries,
             fallback=fallback,

@@ -3,6 +3,8 @@ and of the jobs the HTTP API queues for the worker."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import msgspec
 
 from appliance.store import Migration, Store, Versioned, VersionedTable
@@ -14,6 +16,13 @@ JOBS: VersionedTable[LlmJob] = VersionedTable("llm_jobs", LlmJob)
 MIGRATIONS: tuple[Migration, ...] = (
     TABLE.create_table_migration(COMPONENT, 1),
     JOBS.create_table_migration(COMPONENT, 2),
+    Migration.sql(
+        COMPONENT,
+        3,
+        "running jobs' text so far",
+        "CREATE TABLE llm_job_progress (job_id TEXT PRIMARY KEY, attempt INTEGER NOT NULL, "
+        "model TEXT NOT NULL, text TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    ),
 )
 
 
@@ -44,3 +53,28 @@ def update_job(store: Store, current: Versioned[LlmJob], **changes: object) -> V
     job = msgspec.structs.replace(current.entity, **changes)
     with store.write() as db:
         return JOBS.append(db, job.id, job, actor=job.actor, expected_version=current.version)
+
+
+def set_progress(store: Store, job_id: str, attempt: int, model: str, text: str) -> None:
+    """The running attempt's text so far (a preview, replaced as it grows; removed when the
+    job ends, so unvalidated text does not stay in the store)."""
+    with store.write() as db:
+        db.execute(
+            "INSERT INTO llm_job_progress (job_id, attempt, model, text, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET attempt = "
+            "excluded.attempt, model = excluded.model, text = excluded.text, "
+            "updated_at = excluded.updated_at",
+            [job_id, attempt, model, text, datetime.now(UTC).isoformat()],
+        )
+
+
+def get_progress(store: Store, job_id: str) -> tuple[int, str, str] | None:
+    row = store.db.execute(
+        "SELECT attempt, model, text FROM llm_job_progress WHERE job_id = ?", [job_id]
+    ).fetchone()
+    return (int(row[0]), str(row[1]), str(row[2])) if row else None
+
+
+def clear_progress(store: Store, job_id: str) -> None:
+    with store.write() as db:
+        db.execute("DELETE FROM llm_job_progress WHERE job_id = ?", [job_id])

@@ -8,6 +8,7 @@ only; the request (patient context) stays in the encrypted store, in the job row
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from appliance.store import Store
 from models.registry import RegistryError
 from services.llm import store as repository
 from services.llm.models import GenerateRequest, GenerationRecord, LlmJob
-from services.llm.runtime import LlmRuntime, NoModelError
+from services.llm.runtime import LlmRuntime, NoModelError, Progress
 
 if TYPE_CHECKING:
     from huey import Huey
@@ -37,16 +38,40 @@ def catalog_runtime(platform: Platform) -> LlmRuntime:
     return LlmRuntime(platform.settings, catalog=lambda word: names_a_drug(store, word))
 
 
+class JobProgress:
+    """Writes a running job's text to the store as it is sampled, at most every
+    ``interval_s`` (one small upsert, not one per token), for the events stream."""
+
+    def __init__(self, store: Store, job_id: str, interval_s: float = 0.25) -> None:
+        self.store, self.job_id, self.interval_s = store, job_id, interval_s
+        self.attempt, self.model, self.text, self._written = 0, "", "", 0.0
+
+    def start(self, model: str) -> None:
+        self.attempt += 1
+        self.model, self.text = model, ""
+        self._write()
+
+    def piece(self, text: str) -> None:
+        self.text += text
+        if time.monotonic() - self._written >= self.interval_s:
+            self._write()
+
+    def _write(self) -> None:
+        repository.set_progress(self.store, self.job_id, self.attempt, self.model, self.text)
+        self._written = time.monotonic()
+
+
 def run_generation(
     runtime: LlmRuntime,
     store: Store,
     audit: AuditLog,
     ctx: RequestContext,
     request: GenerateRequest,
+    progress: Progress | None = None,
 ) -> GenerationRecord:
     """Generate, store the traceability record, audit its id (worker and gRPC share this)."""
     ctx.audit_event("generate", OBJECT_TYPE, "gen-0", purpose="care")  # validates ctx first
-    record = runtime.generate(request, actor=ctx.actor)
+    record = runtime.generate(request, actor=ctx.actor, progress=progress)
     repository.save(store, record, actor=ctx.actor)
     audit.record(
         ctx.audit_event(
@@ -73,7 +98,11 @@ def run_job(runtime: LlmRuntime, store: Store, audit: AuditLog, job_id: str) -> 
     )
     try:
         if job.generate is not None:
-            record = run_generation(runtime, store, audit, ctx, job.generate)
+            progress = JobProgress(store, job.id)
+            try:
+                record = run_generation(runtime, store, audit, ctx, job.generate, progress)
+            finally:
+                repository.clear_progress(store, job.id)
             return repository.update_job(
                 store, running, status="done", generation_id=record.id
             ).entity
