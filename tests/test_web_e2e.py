@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
+from tests.helpers_server import run_cli
 from tests.identity_support import PASSWORD
 from tests.web.support import (
     AXE,
     CHROMIUM,
     COUMADINE_CIP13,
+    MINI_CATALOG,
     PATIENT_NAME,
     Appliance,
     axe_violations,
@@ -286,6 +288,26 @@ def test_quick_user_switch_with_a_pin(appliance: Appliance, page: Any) -> None:
     page.get_by_role("button", name="Reprendre la session").click()
     page.wait_for_url("**/ui/")
     assert page.get_by_role("heading", name="Bonjour Claire Martin").is_visible()
+
+
+def test_demo_pharmacy_lists_its_eligible_patients(appliance: Appliance, page: Any) -> None:
+    """``hygie demo load`` (the "done when" path) into this running appliance."""
+    loaded = run_cli(
+        appliance.env,
+        "demo",
+        "load",
+        "--catalog",
+        str(MINI_CATALOG),
+        "--scans",
+        "0",
+        "--force",  # the store already holds this module's test patients
+        timeout=180,
+    )
+    assert loaded.returncode == 0, loaded.stderr + loaded.stdout
+    page.goto(appliance.base_url + "/ui/bpm")
+    rows = page.locator("table.list tbody tr")
+    assert rows.count() >= 20  # the demo's 20 eligible patients (DURAND is enrolled)
+    page.get_by_role("link", name="Inscrire").first.wait_for()
 
 
 def test_expired_session_returns_to_login_with_the_target_kept(
