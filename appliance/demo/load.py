@@ -173,12 +173,17 @@ def load_scans(platform: Platform, count: int, report: DemoReport) -> None:
             )
             (Path(folder) / f"ordonnance-demo-{index + 1:02d}.png").write_bytes(scan.png())
         outcomes = process_folder(platform.store, Path(folder), actor=ACTOR, limit=count)
-    report.scans = len(outcomes)
-    report.scans_note = (
-        f"{len(outcomes)} importée(s) en brouillon à vérifier (écran Import d'ordonnances)"
-        if outcomes
-        else "déjà importées lors d'un chargement précédent"
-    )
+    drafts = [o for o in outcomes if o.outcome.startswith("draft:")]
+    errors = [o.outcome.removeprefix("error:") for o in outcomes if o.outcome.startswith("error:")]
+    report.scans = len(drafts)
+    if not outcomes:
+        report.scans_note = "déjà importées lors d'un chargement précédent"
+    else:
+        report.scans_note = (
+            f"{len(drafts)} importée(s) en brouillon à vérifier (écran Import d'ordonnances)"
+        )
+        if errors:
+            report.scans_note += f" ; {len(errors)} illisible(s) : {errors[0]}"
 
 
 def load_demo(
