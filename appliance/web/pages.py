@@ -798,6 +798,7 @@ async def admin(request: Request[Any, Any, Any]) -> Response[str]:
         knowledge=knowledge,
         models=models,
         sync=sync,
+        role_labels={str(r.get("role")): str(r.get("label")) for r in roles or []},
     )
 
 
