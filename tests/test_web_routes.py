@@ -13,7 +13,7 @@ import pytest
 from litestar.testing import TestClient
 
 from appliance.security import declared_scopes
-from appliance.web.core import safe_next, session_store
+from appliance.web.core import safe_next, session_cookie, session_store
 from appliance.web.pages import scanned_code
 from appliance.web.sessions import PENDING_TTL_S, SessionStore
 from services.identity.roles import SCOPES
@@ -352,3 +352,22 @@ def test_patient_edit_keeps_the_rest_of_the_record_and_refuses_stale_versions(ap
         assert "Le dossier a été modifié par quelqu" in stale.text
     finally:
         client.__exit__(None, None, None)
+
+
+def test_cookies_are_secure_when_the_issuer_is_https(app: Any) -> None:
+    from types import SimpleNamespace
+
+    from litestar.datastructures import State
+
+    settings = app.state.settings
+    for url, secure in (("https://hygie.local:8443", True), ("http://127.0.0.1:8000", False)):
+        fake = SimpleNamespace(
+            state=State(
+                {"platform": None, "settings": settings.model_copy(update={"public_url": url})}
+            )
+        )
+        cookie = session_cookie(fake, "abc")
+        assert cookie.secure is secure
+        assert cookie.httponly
+        assert cookie.samesite == "lax"
+        assert cookie.path == "/ui"
