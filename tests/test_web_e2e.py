@@ -147,8 +147,13 @@ def test_bpm_enrolment_interview_analysis_and_accepted_finding(
     accessible(page, "BPM cycle (interview)")
     page.get_by_label("Vous arrive-t-il d'oublier").fill("Parfois le soir")
     page.get_by_label("Mode de vie").fill("Marche tous les jours")
+    page.get_by_label("Code CIM-10 1").fill("E11")
+    page.get_by_label("Libellé 1").fill("Diabète de type 2")
     page.get_by_role("button", name="Enregistrer l'étape « Entretien de recueil »").click()
     page.get_by_role("heading", name="Analyse des traitements").wait_for()
+    page.goto(appliance.base_url + f"/ui/patients/{appliance.patient_id}")
+    assert page.get_by_role("cell", name="Diabète de type 2").is_visible()  # on the record
+    page.go_back()
 
     page.get_by_role("button", name="Analyser les traitements").click()
     page.wait_for_url("**/ui/analyses/**")

@@ -471,6 +471,44 @@ async def bpm_cycle(request: Request[Any, Any, Any], cycle_id: UUID) -> Response
     )
 
 
+INTERVIEW_CONDITIONS = 3
+"""Rows of « pathologie déclarée » in the interview form (ICD-10 code and label)."""
+
+
+async def _add_conditions(client: Api, cycle_id: UUID, form: dict[str, Any]) -> str | None:
+    """Add the conditions declared at the interview to the patient record (a new version,
+    validated by the patients API); a French message when the record refuses them."""
+    declared = []
+    for index in range(INTERVIEW_CONDITIONS):
+        code = str(form.get(f"cond{index}.icd10") or "").strip().upper()
+        label = str(form.get(f"cond{index}.label") or "").strip()
+        if code:
+            declared.append(
+                {"icd10": code, "status": "active", **({"label": label} if label else {})}
+            )
+    if not declared:
+        return None
+    cycle = await client.get(f"/api/v1/bpm/{cycle_id}")
+    patient = await client.get(f"/api/v1/patients/{cycle['patient_id']}")
+    record = {k: v for k, v in patient.items() if k not in VIEW_ONLY}
+    clinical = dict(record.get("clinical") or {})
+    known = {c.get("icd10") for c in clinical.get("conditions") or []}
+    clinical["conditions"] = [
+        *(clinical.get("conditions") or []),
+        *(c for c in declared if c["icd10"] not in known),
+    ]
+    record["clinical"] = clinical
+    record["expected_version"] = patient["version"]
+    try:
+        await client.put(f"/api/v1/patients/{patient['id']}", _drop_nones(record))
+    except ApiError as exc:
+        if exc.status not in (400, 409, 422):
+            raise
+        details = "; ".join(exc.field_errors().values()) or exc.detail
+        return f"Pathologie refusée par le dossier (code CIM-10 à vérifier) : {details}"
+    return None
+
+
 @post(UI + "/bpm/{cycle_id:uuid}/steps", guards=[requires("bpm:write")], include_in_schema=False)
 async def bpm_step(request: Request[Any, Any, Any], cycle_id: UUID) -> Response[str]:
     """Record the next step; the interview's answers become the step's (encrypted) notes."""
@@ -485,6 +523,9 @@ async def bpm_step(request: Request[Any, Any, Any], cycle_id: UUID) -> Response[
             if answer:
                 parts.append(f"{label} : {answer}")
         notes = "\n".join(parts + ([notes] if notes else []))
+        added = await _add_conditions(client, cycle_id, form)
+        if added is not None:
+            return error_page(request, 400, added)
     body: dict[str, Any] = {
         "expected_version": int(form.get("expected_version") or 0),
         "kind": kind,
