@@ -14,6 +14,7 @@ from typing import Any
 
 from litestar import Response, Router, get
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 from litestar.static_files import create_static_files_router
 
 from appliance.web.auth import AUTH_HANDLERS, OPEN
@@ -30,7 +31,7 @@ VENDOR_FILES = {
 
 
 @get(UI + "/vendor/{name:str}", opt=OPEN, sync_to_thread=False, include_in_schema=False)
-def vendor(name: str) -> Response[bytes]:
+def vendor(name: FromPath[str]) -> Response[bytes]:
     """A front-end library installed from npm (``install.sh``), cached a day."""
     path = VENDOR_FILES.get(name)
     if path is None or not path.is_file():

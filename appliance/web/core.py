@@ -14,6 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
+from uuid import UUID
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from litestar import Request, Response
@@ -26,7 +27,15 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.params import FromPath
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
 
 from appliance.observability import get_logger
 from appliance.security import InvalidTokenError, Principal, scope_allows
@@ -39,6 +48,8 @@ _store_lock = threading.Lock()
 REFRESH_MARGIN_S = 20.0
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 UI = "/ui"
+PathUUID = FromPath[UUID]
+"""A UUID path parameter (Litestar's explicit style)."""
 
 STATUS_FR = {
     400: "Demande invalide",
@@ -138,12 +149,22 @@ class WebSessionMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         method = scope.get("method", "GET")
         if method in UNSAFE_METHODS and not _same_origin(scope):
-            response = Response(
-                "Requête refusée : elle ne vient pas de cette application.",
-                status_code=403,
-                media_type=MediaType.TEXT,
-            )
-            await response.to_asgi_response(scope["app"], None)(scope, receive, send)  # type: ignore[arg-type]
+            body = "Requête refusée : elle ne vient pas de cette application.".encode()
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+            end: HTTPResponseBodyEvent = {
+                "type": "http.response.body",
+                "body": body,
+                "more_body": False,
+            }
+            await send(start)
+            await send(end)
             return
         app = scope["app"]
         state = scope.setdefault("state", {})

@@ -18,7 +18,15 @@ from litestar.params import Parameter
 
 from appliance.security import requires
 from appliance.web.backend import Api, ApiError
-from appliance.web.core import UI, current_session, error_page, form_data, redirect, render
+from appliance.web.core import (
+    UI,
+    PathUUID,
+    current_session,
+    error_page,
+    form_data,
+    redirect,
+    render,
+)
 from appliance.web.pages import api, review_text, today
 
 DocId = Annotated[str, Parameter(max_length=80, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -43,7 +51,7 @@ def _reviewed(request: Request[Any, Any, Any], cycle_id: str) -> dict[str, Any] 
 
 
 @get(UI + "/bpm/{cycle_id:uuid}/synthesis", guards=[requires("bpm:read")], include_in_schema=False)
-async def synthesis_page(request: Request[Any, Any, Any], cycle_id: UUID) -> Response[str]:
+async def synthesis_page(request: Request[Any, Any, Any], cycle_id: PathUUID) -> Response[str]:
     """The synthesis screen: LLM draft (with its checks), edit, documents, signature."""
     client = api(request)
     cycle, patient = await _cycle_context(client, cycle_id)
@@ -90,7 +98,7 @@ def _llm_findings(analysis: dict[str, Any], review: dict[str, Any] | None) -> li
     guards=[requires("llm:generate", "bpm:read")],
     include_in_schema=False,
 )
-async def request_draft(request: Request[Any, Any, Any], cycle_id: UUID) -> Response[str]:
+async def request_draft(request: Request[Any, Any, Any], cycle_id: PathUUID) -> Response[str]:
     """Ask the local LLMs for a draft of the GP synthesis (queued for the worker)."""
     await form_data(request)
     client = api(request)
@@ -133,7 +141,7 @@ async def request_draft(request: Request[Any, Any, Any], cycle_id: UUID) -> Resp
     include_in_schema=False,
 )
 async def draft_status(
-    request: Request[Any, Any, Any], cycle_id: UUID, job_id: JobId
+    request: Request[Any, Any, Any], cycle_id: PathUUID, job_id: JobId
 ) -> Response[str]:
     """The job's state (htmx polls it); once done, the draft with its validation."""
     job = await api(request).get(f"/api/v1/llm/jobs/{job_id}")
@@ -157,7 +165,7 @@ async def draft_status(
     guards=[requires("bpm:write")],
     include_in_schema=False,
 )
-async def save_text(request: Request[Any, Any, Any], cycle_id: UUID) -> Response[str]:
+async def save_text(request: Request[Any, Any, Any], cycle_id: PathUUID) -> Response[str]:
     """Keep the pharmacist's edit of the synthesis text (recorded with the transmission)."""
     form = await form_data(request)
     text = str(form.get("text") or "").strip()[:4000]
@@ -171,7 +179,7 @@ async def save_text(request: Request[Any, Any, Any], cycle_id: UUID) -> Response
     guards=[requires("documents:write")],
     include_in_schema=False,
 )
-async def generate(request: Request[Any, Any, Any], cycle_id: UUID) -> Response[str]:
+async def generate(request: Request[Any, Any, Any], cycle_id: PathUUID) -> Response[str]:
     """Generate a document of this cycle (synthesis with the reviewed analysis and the
     validated draft, plan de prise, ...)."""
     form = await form_data(request)
@@ -260,7 +268,7 @@ async def download(request: Request[Any, Any, Any], document_id: DocId) -> Respo
     guards=[requires("bpm:write")],
     include_in_schema=False,
 )
-async def record_transmission(request: Request[Any, Any, Any], cycle_id: UUID) -> Response[str]:
+async def record_transmission(request: Request[Any, Any, Any], cycle_id: PathUUID) -> Response[str]:
     """The transmission step, with the synthesis text as sent (edited or validated)."""
     form = await form_data(request)
     client = api(request)

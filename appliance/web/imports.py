@@ -11,14 +11,14 @@ changes is stored with confidence 1 (a person confirmed it).
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
+from litestar.params import FromPath
 
 from appliance.security import requires
 from appliance.web.backend import ApiError
-from appliance.web.core import UI, error_page, form_data, is_htmx, redirect, render
+from appliance.web.core import UI, PathUUID, error_page, form_data, is_htmx, redirect, render
 from appliance.web.pages import Text, api, french
 
 LOW_CONFIDENCE = 0.8
@@ -76,7 +76,7 @@ async def _candidates(request: Request[Any, Any, Any], content: dict[str, Any]) 
     guards=[requires("prescriptions:import")],
     include_in_schema=False,
 )
-async def draft_page(request: Request[Any, Any, Any], draft_id: UUID) -> Response[str]:
+async def draft_page(request: Request[Any, Any, Any], draft_id: PathUUID) -> Response[str]:
     draft = await api(request).get(f"/api/v1/imports/{draft_id}")
     return render(
         request,
@@ -96,7 +96,7 @@ async def draft_page(request: Request[Any, Any, Any], draft_id: UUID) -> Respons
     include_in_schema=False,
 )
 async def page_image(
-    request: Request[Any, Any, Any], draft_id: UUID, number: int
+    request: Request[Any, Any, Any], draft_id: PathUUID, number: FromPath[int]
 ) -> Response[bytes]:
     """A page of the scan (PNG, straightened) for the side-by-side view."""
     if not 1 <= number <= 100:
@@ -157,7 +157,7 @@ def _corrected(content: dict[str, Any], form: dict[str, Any]) -> dict[str, Any]:
     guards=[requires("prescriptions:import")],
     include_in_schema=False,
 )
-async def review(request: Request[Any, Any, Any], draft_id: UUID) -> Response[str]:
+async def review(request: Request[Any, Any, Any], draft_id: PathUUID) -> Response[str]:
     """Save the corrections (a new version); with « Valider », create the prescription."""
     form = await form_data(request)
     client = api(request)
@@ -212,7 +212,7 @@ async def review(request: Request[Any, Any, Any], draft_id: UUID) -> Response[st
     include_in_schema=False,
 )
 async def patient_options(
-    request: Request[Any, Any, Any], draft_id: UUID, patient_q: Text = None
+    request: Request[Any, Any, Any], draft_id: PathUUID, patient_q: Text = None
 ) -> Response[str]:
     """The patient picker's options for a name typed by the reviewer (htmx)."""
     text = (patient_q or "").strip()

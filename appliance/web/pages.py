@@ -22,6 +22,7 @@ from appliance.web.backend import Api, ApiError
 from appliance.web.core import (
     SEVERITY_FR,
     UI,
+    PathUUID,
     current_session,
     error_page,
     form_data,
@@ -284,7 +285,7 @@ async def patient_create(request: Request[Any, Any, Any]) -> Response[str]:
 @get(
     UI + "/patients/{patient_id:uuid}", guards=[requires("patients:read")], include_in_schema=False
 )
-async def patient_page(request: Request[Any, Any, Any], patient_id: UUID) -> Response[str]:
+async def patient_page(request: Request[Any, Any, Any], patient_id: PathUUID) -> Response[str]:
     """Identity, coverage, conditions, labs, treatments, dispensings, BPM status, consents."""
     client = api(request)
     pid = str(patient_id)
@@ -319,7 +320,7 @@ async def patient_page(request: Request[Any, Any, Any], patient_id: UUID) -> Res
     guards=[requires("patients:write")],
     include_in_schema=False,
 )
-async def patient_edit(request: Request[Any, Any, Any], patient_id: UUID) -> Response[str]:
+async def patient_edit(request: Request[Any, Any, Any], patient_id: PathUUID) -> Response[str]:
     patient = await api(request).get(f"/api/v1/patients/{patient_id}")
     return render(
         request, "patient_form.html", values=_flatten(patient), errors={}, patient=patient
@@ -331,7 +332,7 @@ async def patient_edit(request: Request[Any, Any, Any], patient_id: UUID) -> Res
     guards=[requires("patients:write")],
     include_in_schema=False,
 )
-async def patient_update(request: Request[Any, Any, Any], patient_id: UUID) -> Response[str]:
+async def patient_update(request: Request[Any, Any, Any], patient_id: PathUUID) -> Response[str]:
     form = await form_data(request)
     client = api(request)
     patient = await client.get(f"/api/v1/patients/{patient_id}")
@@ -381,7 +382,7 @@ def _consent(patient: dict[str, Any], kind: str) -> dict[str, Any] | None:
     guards=[requires("bpm:write")],
     include_in_schema=False,
 )
-async def bpm_enrol_form(request: Request[Any, Any, Any], patient_id: UUID) -> Response[str]:
+async def bpm_enrol_form(request: Request[Any, Any, Any], patient_id: PathUUID) -> Response[str]:
     client = api(request)
     patient = await client.get(f"/api/v1/patients/{patient_id}")
     assessed = await client.optional(f"/api/v1/patients/{patient_id}/bpm-eligibility")
@@ -402,7 +403,7 @@ async def bpm_enrol_form(request: Request[Any, Any, Any], patient_id: UUID) -> R
     guards=[requires("bpm:write", "patients:write")],
     include_in_schema=False,
 )
-async def bpm_enrol(request: Request[Any, Any, Any], patient_id: UUID) -> Response[str]:
+async def bpm_enrol(request: Request[Any, Any, Any], patient_id: PathUUID) -> Response[str]:
     """Record the signed adhesion consent, open the cycle and record the adhesion step."""
     form = await form_data(request)
     client = api(request)
@@ -448,7 +449,7 @@ INTERVIEW_QUESTIONS = (
 
 
 @get(UI + "/bpm/{cycle_id:uuid}", guards=[requires("bpm:read")], include_in_schema=False)
-async def bpm_cycle(request: Request[Any, Any, Any], cycle_id: UUID) -> Response[str]:
+async def bpm_cycle(request: Request[Any, Any, Any], cycle_id: PathUUID) -> Response[str]:
     """One cycle: its steps (done, next, planned), the form of the next one."""
     client = api(request)
     cycle = await client.get(f"/api/v1/bpm/{cycle_id}")
@@ -510,7 +511,7 @@ async def _add_conditions(client: Api, cycle_id: UUID, form: dict[str, Any]) -> 
 
 
 @post(UI + "/bpm/{cycle_id:uuid}/steps", guards=[requires("bpm:write")], include_in_schema=False)
-async def bpm_step(request: Request[Any, Any, Any], cycle_id: UUID) -> Response[str]:
+async def bpm_step(request: Request[Any, Any, Any], cycle_id: PathUUID) -> Response[str]:
     """Record the next step; the interview's answers become the step's (encrypted) notes."""
     form = await form_data(request)
     client = api(request)
@@ -552,7 +553,7 @@ async def bpm_step(request: Request[Any, Any, Any], cycle_id: UUID) -> Response[
     guards=[requires("analysis:run", "patients:read")],
     include_in_schema=False,
 )
-async def run_analysis(request: Request[Any, Any, Any], patient_id: UUID) -> Response[str]:
+async def run_analysis(request: Request[Any, Any, Any], patient_id: PathUUID) -> Response[str]:
     """Export the record as FHIR, analyse it, show the findings to review."""
     form = await form_data(request)
     client = api(request)
