@@ -697,7 +697,9 @@ async def add_proposal(
 def review_text(analysis: dict[str, Any], review: dict[str, Any]) -> str:
     """The reviewed analysis in words: what the pharmacist kept, changed, set aside."""
     findings = list(analysis.get("findings") or [])
-    lines = [f"Analyse {analysis['id']} du {analysis.get('as_of', '')}"]
+    as_of = str(analysis.get("as_of") or "")
+    day = ".".join(reversed(as_of.split("-"))).replace(".", "/") if as_of else ""
+    lines = [f"Analyse {analysis['id']} du {day}"]
     for index, finding in enumerate(findings):
         decision = review["decisions"].get(index) or review["decisions"].get(str(index))
         state = (decision or {}).get("decision", "pending")
