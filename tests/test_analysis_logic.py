@@ -408,3 +408,45 @@ def test_dates_out_of_range_and_boolean_numbers_are_set_aside() -> None:
     bundle["entry"][3]["resource"]["daysSupply"]["value"] = True
     result = _run(bundle)
     assert [n.missing for n in result.not_evaluated if n.rule == "dispense"]
+
+
+def _as_requests(bundle: dict[str, Any], *, valid_until: str | None = None) -> dict[str, Any]:
+    """The same case with its statements written as prescription lines (MedicationRequest),
+    as Hygie's own FHIR export gives them."""
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "MedicationStatement":
+            request: dict[str, Any] = {
+                "resourceType": "MedicationRequest",
+                "status": "active",
+                "intent": "order",
+                "medicationCodeableConcept": resource["medicationCodeableConcept"],
+                "authoredOn": "2025-12-01",
+            }
+            if "dosage" in resource:
+                request["dosageInstruction"] = resource["dosage"]
+            if valid_until:
+                request["dispenseRequest"] = {"validityPeriod": {"end": valid_until}}
+            entry["resource"] = request
+    return bundle
+
+
+def test_active_prescription_lines_are_treatments_the_engine_sees() -> None:
+    by_statement = _run(_case("stopp-d5-benzo"))
+    by_request = _run(_as_requests(_case("stopp-d5-benzo")))
+    assert "STOPP v3 D5" in {f.rule for f in by_statement.findings}
+    assert {f.rule for f in by_request.findings} == {f.rule for f in by_statement.findings}
+
+
+def test_an_expired_prescription_line_is_no_longer_a_treatment() -> None:
+    expired = _run(_as_requests(_case("stopp-d5-benzo"), valid_until="2025-12-31"))
+    assert "STOPP v3 D5" not in {f.rule for f in expired.findings}
+
+
+def test_a_drug_both_stated_and_prescribed_is_counted_once() -> None:
+    bundle = _case("stopp-d5-benzo")
+    requests = _as_requests(_case("stopp-d5-benzo"))["entry"]
+    bundle["entry"] += [e for e in requests if e["resource"]["resourceType"] == "MedicationRequest"]
+    record = parse_bundle(bundle, today=date(2026, 1, 15))
+    assert len(record.drugs) == len({(d.atc, d.cis, d.cip13) for d in record.drugs})
+    assert not [f for f in _run(bundle).findings if f.kind == "redundancy"]

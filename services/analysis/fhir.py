@@ -147,6 +147,57 @@ def _dose(statement: dict[str, Any]) -> tuple[float | None, float | None]:
     return one, round(one * frequency / (period * unit_days), 6)
 
 
+def _statement_drug(
+    statement: dict[str, Any], as_of: date, problems: list[tuple[str, tuple[str, ...]]]
+) -> Drug | None:
+    """The drug an active MedicationStatement describes; None when it has not started yet or
+    names nothing (the missing code is reported in ``problems``)."""
+    atc, cis, cip, name = _product(statement.get("medicationCodeableConcept"))
+    if not (atc or cis or cip):
+        problems.append(("medication", ("no ATC, CIS or CIP13 code: " + (name or "?"),)))
+        if not name:
+            return None
+    period = statement.get("effectivePeriod")
+    start = _date(period.get("start")) if isinstance(period, dict) else None
+    if start is not None and start > as_of:
+        return None  # not started yet at the date of the analysis
+    one, daily = _dose(statement)
+    return Drug(
+        label=_label(atc, cis, cip, name),
+        atc=atc,
+        cis=cis,
+        cip13=cip,
+        name=name,
+        dose_mg=one,
+        daily_dose_mg=daily,
+        start=start,
+    )
+
+
+def _request_as_statement(request: dict[str, Any], as_of: date) -> dict[str, Any] | None:
+    """An active, still valid MedicationRequest read as the statement of a drug taken.
+
+    Hygie's own FHIR export gives prescription lines as MedicationRequests: the patient takes
+    what an active prescription orders, so the engine must see those drugs too. A request
+    whose validity period ended before the analysis date, or that is not active, is no
+    longer a treatment. A drug also stated by a MedicationStatement is counted once.
+    """
+    if request.get("status") != "active":
+        return None
+    dispense = request.get("dispenseRequest")
+    validity = dispense.get("validityPeriod") if isinstance(dispense, dict) else None
+    end = _date(validity.get("end")) if isinstance(validity, dict) else None
+    if end is not None and end < as_of:
+        return None
+    return {
+        "resourceType": "MedicationStatement",
+        "status": "active",
+        "medicationCodeableConcept": request.get("medicationCodeableConcept"),
+        "dosage": request.get("dosageInstruction"),
+        "effectivePeriod": {"start": request.get("authoredOn")},
+    }
+
+
 def parse(raw: bytes | str | dict[str, Any], *, today: date) -> PatientRecord:
     """The patient record a Bundle describes; ``today`` when the Bundle has no timestamp."""
     if isinstance(raw, dict):
@@ -179,6 +230,7 @@ def parse(raw: bytes | str | dict[str, Any], *, today: date) -> PatientRecord:
     conditions: list[Condition] = []
     labs: list[Lab] = []
     dispenses: list[Dispense] = []
+    requests: list[dict[str, Any]] = []
     for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
@@ -196,31 +248,16 @@ def parse(raw: bytes | str | dict[str, Any], *, today: date) -> PatientRecord:
                 birth = None
             gender = resource.get("gender")
             sex = gender if gender in ("male", "female") else None
+        elif kind == "MedicationRequest":
+            statement = _request_as_statement(resource, as_of)
+            if statement is not None:
+                requests.append(statement)
         elif kind == "MedicationStatement":
             if resource.get("status") != "active":
                 continue
-            atc, cis, cip, name = _product(resource.get("medicationCodeableConcept"))
-            if not (atc or cis or cip):
-                problems.append(("medication", ("no ATC, CIS or CIP13 code: " + (name or "?"),)))
-                if not name:
-                    continue
-            period = resource.get("effectivePeriod")
-            start = _date(period.get("start")) if isinstance(period, dict) else None
-            if start is not None and start > as_of:
-                continue  # not started yet at the date of the analysis
-            one, daily = _dose(resource)
-            drugs.append(
-                Drug(
-                    label=_label(atc, cis, cip, name),
-                    atc=atc,
-                    cis=cis,
-                    cip13=cip,
-                    name=name,
-                    dose_mg=one,
-                    daily_dose_mg=daily,
-                    start=start,
-                )
-            )
+            drug = _statement_drug(resource, as_of, problems)
+            if drug is not None:
+                drugs.append(drug)
         elif kind == "MedicationDispense":
             if resource.get("status") in ("entered-in-error", "cancelled", "declined"):
                 continue
@@ -276,6 +313,12 @@ def parse(raw: bytes | str | dict[str, Any], *, today: date) -> PatientRecord:
                 continue
             unit = str(quantity.get("unit") or quantity.get("code") or "") if quantity else ""
             labs.append(Lab(loinc=code, value=float(value), unit=unit, when=when))
+    known = {(d.atc, d.cis, d.cip13) for d in drugs}
+    for statement in requests:
+        drug = _statement_drug(statement, as_of, problems)
+        if drug is not None and (drug.atc, drug.cis, drug.cip13) not in known:
+            known.add((drug.atc, drug.cis, drug.cip13))
+            drugs.append(drug)
     if patients == 0:
         problems.append(("patient", ("no Patient resource",)))
     elif patients > 1:
