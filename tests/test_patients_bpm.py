@@ -103,7 +103,8 @@ def test_following_years() -> None:
 
     changed = step(year2, "suivi", date(2025, 1, 3), changed=True)
     assert bpm.next_step(changed) == "analyse"
-    for i, kind in enumerate(("analyse", "transmission", "conseil", "observance")):
+    rest: tuple[StepKind, ...] = ("analyse", "transmission", "conseil", "observance")
+    for i, kind in enumerate(rest):
         changed = step(changed, kind, date(2025, 1, 4 + i))
     assert changed.status == "completed"
     with pytest.raises(BpmRuleError, match="already has a BPM in progress"):
@@ -251,3 +252,145 @@ def test_bpm_refusals_over_http(
     assert client.get(f"/api/v1/bpm/{missing}", headers=headers).status_code == 404
     reader = {"Authorization": f"Bearer {token_for('patients:read', 'patients:write')}"}
     assert client.get(f"/api/v1/bpm/{cid}", headers=reader).status_code == 403
+
+
+# --------------------------------------------------------------------------- follow-ups
+
+
+def test_follow_ups_are_planned_by_the_pharmacist_and_done_with_their_step() -> None:
+    cycle = bpm.open_cycle("p1", [], opened_on=date(2025, 6, 1), today=TODAY, consent=None)
+    cycle = step(cycle, "adhesion", date(2025, 6, 2))
+    planned = bpm.plan_follow_up(
+        cycle, "recueil", due_on=date(2025, 7, 15), planned_by="pharma-1", today=TODAY
+    )
+    planned = bpm.plan_follow_up(
+        planned, "analyse", due_on=TODAY, planned_by="pharma-2", today=TODAY
+    )
+    assert [(f.kind, f.due_on) for f in planned.follow_ups] == [
+        ("analyse", TODAY),
+        ("recueil", date(2025, 7, 15)),
+    ]
+    replanned = bpm.plan_follow_up(
+        planned, "recueil", due_on=date(2025, 7, 1), planned_by="pharma-2", today=TODAY
+    )
+    assert [(f.kind, f.due_on, f.planned_by) for f in replanned.follow_ups] == [
+        ("analyse", TODAY, "pharma-2"),
+        ("recueil", date(2025, 7, 1), "pharma-2"),
+    ]
+    # Days later the recueil is late; the analyse due that day is not yet.
+    views = bpm.follow_up_views(replanned, date(2025, 7, 2))
+    assert [(v.kind, v.done, v.overdue) for v in views] == [
+        ("analyse", False, True),
+        ("recueil", False, True),
+    ]
+    assert [v.overdue for v in bpm.follow_up_views(replanned, TODAY)] == [False, False]
+    done = step(replanned, "recueil", TODAY)
+    views = bpm.follow_up_views(done, date(2025, 7, 2))
+    assert [(v.kind, v.done, v.done_on, v.overdue) for v in views] == [
+        ("analyse", False, None, True),
+        ("recueil", True, TODAY, False),
+    ]
+    cancelled = bpm.cancel_follow_up(done, "analyse")
+    assert [f.kind for f in cancelled.follow_ups] == ["recueil"]
+    abandoned = bpm.abandon(replanned, closed_on=TODAY, reason="other", today=TODAY)
+    assert not any(v.overdue for v in bpm.follow_up_views(abandoned, date(2026, 1, 1)))
+
+
+def test_follow_up_refusals() -> None:
+    cycle = bpm.open_cycle("p1", [], opened_on=date(2025, 6, 1), today=TODAY, consent=None)
+    cycle = step(cycle, "adhesion", date(2025, 6, 2))
+
+    def refused(change: Callable[[], BpmCycle]) -> tuple[int, str]:
+        with pytest.raises(BpmRuleError) as caught:
+            change()
+        return caught.value.status, caught.value.slug
+
+    def plan(c: BpmCycle, kind: StepKind, due: date) -> BpmCycle:
+        return bpm.plan_follow_up(c, kind, due_on=due, planned_by="pharma-1", today=TODAY)
+
+    assert refused(lambda: plan(cycle, "recueil", date(2025, 6, 29))) == (400, "bpm-date")
+    assert refused(lambda: plan(cycle, "adhesion", date(2025, 7, 1))) == (409, "bpm-step-done")
+    assert refused(lambda: plan(cycle, "suivi", date(2025, 7, 1))) == (400, "bpm-follow-up-kind")
+    assert refused(lambda: bpm.cancel_follow_up(cycle, "recueil")) == (404, "not-found")
+    assert refused(lambda: bpm.cancel_follow_up(cycle, "adhesion")) == (409, "bpm-step-done")
+    closed = first_year()
+    assert refused(lambda: plan(closed, "observance", TODAY)) == (409, "bpm-closed")
+
+
+def test_follow_ups_over_http(client: Any, headers: dict[str, str], platform: Platform) -> None:
+    from datetime import timedelta
+
+    from services.patients.api import today
+
+    now = today(platform)
+    pid = client.post("/api/v1/patients", json=PATIENT, headers=headers).json()["id"]
+    cycle = client.post("/api/v1/bpm", json={"patient_id": pid}, headers=headers).json()
+    cid = cycle["id"]
+    assert cycle["follow_ups"] == []
+
+    def plan(version: int, kind: str, due: date) -> Any:
+        body = {"expected_version": version, "kind": kind, "due_on": due.isoformat()}
+        return client.post(f"/api/v1/bpm/{cid}/follow-ups", json=body, headers=headers)
+
+    planned = plan(1, "adhesion", now)
+    assert planned.status_code == 200, planned.text
+    first = planned.json()["follow_ups"]
+    assert first == [
+        {
+            "kind": "adhesion",
+            "due_on": now.isoformat(),
+            "planned_by": "user-test",
+            "planned_on": now.isoformat(),
+            "done": False,
+            "done_on": None,
+            "overdue": False,
+        }
+    ]
+    later = now + timedelta(days=30)
+    replanned = plan(2, "recueil", later).json()
+    assert [f["kind"] for f in replanned["follow_ups"]] == ["adhesion", "recueil"]
+    past = plan(3, "recueil", now - timedelta(days=1))
+    assert past.status_code == 400
+    assert past.json()["type"] == "urn:hygie:problem:bpm-date"
+    assert plan(3, "rappel", later).status_code == 400  # not a step kind
+    assert plan(3, "suivi", later).status_code == 400  # not a step of a first year
+    assert plan(1, "recueil", later).status_code == 409  # stale version
+
+    due = client.get("/api/v1/bpm/follow-ups", params={"within_days": 0}, headers=headers)
+    assert due.status_code == 200, due.text
+    mine = [d for d in due.json() if d["cycle_id"] == cid]
+    assert [(d["patient_id"], d["follow_up"]["kind"]) for d in mine] == [(pid, "adhesion")]
+    wider = client.get("/api/v1/bpm/follow-ups", params={"within_days": 31}, headers=headers)
+    assert [d["follow_up"]["kind"] for d in wider.json() if d["cycle_id"] == cid] == [
+        "adhesion",
+        "recueil",
+    ]
+
+    stepped = client.post(
+        f"/api/v1/bpm/{cid}/steps",
+        json={"expected_version": 3, "kind": "adhesion", "performed_on": now.isoformat()},
+        headers=headers,
+    ).json()
+    assert stepped["follow_ups"][0]["done"] is True
+    assert stepped["follow_ups"][0]["done_on"] == now.isoformat()
+    again = plan(4, "adhesion", later)
+    assert again.status_code == 409
+    assert again.json()["type"] == "urn:hygie:problem:bpm-step-done"
+    cancel = f"/api/v1/bpm/{cid}/follow-ups/cancel"
+    gone = client.post(cancel, json={"expected_version": 4, "kind": "recueil"}, headers=headers)
+    assert gone.status_code == 200, gone.text
+    assert [f["kind"] for f in gone.json()["follow_ups"]] == ["adhesion"]
+    missing = client.post(cancel, json={"expected_version": 5, "kind": "recueil"}, headers=headers)
+    assert missing.status_code == 404
+    history = client.get(f"/api/v1/bpm/{cid}/history", headers=headers).json()
+    assert [len(v["follow_ups"]) for v in history] == [0, 1, 2, 2, 1]
+
+    audited = [
+        (e.action, e.outcome)
+        for e in platform.audit.entries(limit=1000)
+        if e.object_type == "bpm_cycle" and e.object_id == cid
+    ]
+    assert ("plan", "success") in audited
+    assert ("plan", "refused") in audited
+    assert ("cancel_plan", "success") in audited
+    assert ("search", "success") in audited

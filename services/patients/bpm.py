@@ -12,6 +12,11 @@ The pharmaceutical convention splits a BPM into steps, done in order by a pharma
 A cycle is one such year. Each recorded step is a new version of the cycle (who, when,
 what), so the history of a BPM is the version history. This module holds the shapes and
 the rules only; the API applies them inside a store transaction.
+
+The convention fixes no deadline per step, so Hygie computes none: the pharmacist plans
+the next step(s) with a due date of their own choosing (a :class:`FollowUp`, kept in the
+cycle so that planning, replanning and cancelling are versions with history too). The only
+date Hygie computes is the yearly anniversary of the cycle.
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class BpmCycle(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     steps: tuple[BpmStep, ...] = ()
     closed_on: date | None = None
     abandon_reason: AbandonReason | None = None
+    follow_ups: tuple[FollowUp, ...] = ()
+    """Planned steps; absent from cycles stored before follow-ups existed (empty)."""
 
 
 class StoredBpmCycle(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -128,6 +135,7 @@ class BpmView(msgspec.Struct, frozen=True, kw_only=True):
     steps: list[StepView]
     closed_on: date | None
     abandon_reason: AbandonReason | None
+    follow_ups: list[FollowUpView]
     version: int
     recorded_at: datetime
     recorded_by: str
@@ -140,6 +148,47 @@ class BpmRuleError(Exception):
         super().__init__(message)
         self.status = status
         self.slug = slug
+
+
+class FollowUp(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A step the pharmacist planned for a date they chose (at most one per step kind)."""
+
+    kind: StepKind
+    due_on: date
+    planned_by: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    planned_on: date
+
+
+class FollowUpInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    expected_version: Version
+    kind: StepKind
+    due_on: date
+    """Chosen by the pharmacist; today or later."""
+
+
+class FollowUpCancel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    expected_version: Version
+    kind: StepKind
+
+
+class FollowUpView(msgspec.Struct, frozen=True, kw_only=True):
+    kind: StepKind
+    due_on: date
+    planned_by: str
+    planned_on: date
+    done: bool
+    done_on: date | None
+    overdue: bool
+    """Not done, cycle still in progress, and the due date is before today."""
+
+
+class DueFollowUp(msgspec.Struct, frozen=True, kw_only=True):
+    """A follow-up of an open cycle, for the counter's to-do list."""
+
+    cycle_id: str
+    patient_id: str
+    year: int
+    follow_up: FollowUpView
 
 
 CycleChange = Callable[[BpmCycle, Consent | None], BpmCycle]
@@ -290,6 +339,66 @@ def step_views(cycle: BpmCycle) -> list[StepView]:
     return views
 
 
+# --------------------------------------------------------------------------- follow-ups
+
+
+def _done(cycle: BpmCycle, kind: StepKind) -> BpmStep | None:
+    """The recorded step of this kind (a kind occurs at most once in a cycle's plan)."""
+    return next((s for s in cycle.steps if s.kind == kind), None)
+
+
+def plan_follow_up(
+    cycle: BpmCycle, kind: StepKind, *, due_on: date, planned_by: str, today: date
+) -> BpmCycle:
+    """Plan (or replan) a step of this cycle for a date the pharmacist chose."""
+    if cycle.status != "in_progress":
+        raise BpmRuleError(409, "bpm-closed", f"this BPM cycle is {cycle.status}")
+    if _done(cycle, kind) is not None:
+        raise BpmRuleError(409, "bpm-step-done", f"the step '{kind}' is already done")
+    if kind not in planned_steps(cycle):
+        raise BpmRuleError(
+            400, "bpm-follow-up-kind", f"the step '{kind}' is not part of this BPM cycle"
+        )
+    if due_on < today:
+        raise BpmRuleError(400, "bpm-date", "due_on must not be in the past")
+    plan = FollowUp(kind=kind, due_on=due_on, planned_by=planned_by, planned_on=today)
+    others = tuple(f for f in cycle.follow_ups if f.kind != kind)
+    ordered = tuple(sorted((*others, plan), key=lambda f: (f.due_on, f.kind)))
+    return msgspec.structs.replace(cycle, follow_ups=ordered)
+
+
+def cancel_follow_up(cycle: BpmCycle, kind: StepKind) -> BpmCycle:
+    """Drop the plan of a step not done yet (the plan stays in the cycle's history)."""
+    if cycle.status != "in_progress":
+        raise BpmRuleError(409, "bpm-closed", f"this BPM cycle is {cycle.status}")
+    if _done(cycle, kind) is not None:
+        raise BpmRuleError(409, "bpm-step-done", f"the step '{kind}' is already done")
+    if not any(f.kind == kind for f in cycle.follow_ups):
+        raise BpmRuleError(404, "not-found", f"no follow-up planned for the step '{kind}'")
+    return msgspec.structs.replace(
+        cycle, follow_ups=tuple(f for f in cycle.follow_ups if f.kind != kind)
+    )
+
+
+def follow_up_views(cycle: BpmCycle, today: date) -> list[FollowUpView]:
+    """The plans, by due date, each done once its step is recorded, or overdue."""
+    views = []
+    for plan in cycle.follow_ups:
+        step = _done(cycle, plan.kind)
+        views.append(
+            FollowUpView(
+                kind=plan.kind,
+                due_on=plan.due_on,
+                planned_by=plan.planned_by,
+                planned_on=plan.planned_on,
+                done=step is not None,
+                done_on=step.performed_on if step else None,
+                overdue=step is None and cycle.status == "in_progress" and plan.due_on < today,
+            )
+        )
+    return views
+
+
 # --------------------------------------------------------------------------- sealing
 
 
@@ -337,5 +446,8 @@ def cycle_replica(stored: StoredBpmCycle, version: int, pseudonym: str) -> dict[
                 "treatments_changed": step.treatments_changed,
             }
             for step in cycle.steps
+        ],
+        "follow_ups": [
+            {"kind": plan.kind, "due_on": plan.due_on.isoformat()} for plan in cycle.follow_ups
         ],
     }

@@ -8,12 +8,13 @@ or record the same step), seals the step notes and audits every access.
 from __future__ import annotations
 
 import uuid
+from datetime import date, timedelta
 from typing import Annotated, NoReturn
 from uuid import UUID
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 
 from appliance.audit import AuditLog
 from appliance.dependencies import RequestContext
@@ -29,6 +30,9 @@ from services.patients.bpm import (
     BpmCycle,
     BpmOpen,
     BpmView,
+    DueFollowUp,
+    FollowUpCancel,
+    FollowUpInput,
     StepInput,
     StoredBpmCycle,
 )
@@ -37,7 +41,8 @@ from services.patients.models import Consent
 OBJECT_TYPE = "bpm_cycle"
 
 
-def _view(item: Versioned[StoredBpmCycle], crypto: logic.PatientCrypto) -> BpmView:
+def _view(item: Versioned[StoredBpmCycle], crypto: logic.PatientCrypto, now: date) -> BpmView:
+    """The cycle as read; ``now`` (the pharmacy's today) decides which follow-ups are late."""
     cycle = bpm.unseal_cycle(item.entity, crypto.cipher)
     return BpmView(
         id=item.entity_id,
@@ -49,6 +54,7 @@ def _view(item: Versioned[StoredBpmCycle], crypto: logic.PatientCrypto) -> BpmVi
         steps=bpm.step_views(cycle),
         closed_on=cycle.closed_on,
         abandon_reason=cycle.abandon_reason,
+        follow_ups=bpm.follow_up_views(cycle, now),
         version=item.version,
         recorded_at=item.recorded_at,
         recorded_by=item.recorded_by,
@@ -123,12 +129,13 @@ class BpmController(Controller):
                 expected_version=0,
             )
         record(audit, ctx, "create", OBJECT_TYPE, [cycle_id])
-        return _view(saved, crypto)
+        return _view(saved, crypto, now)
 
     @get("/", guards=[requires("bpm:read")], sync_to_thread=True)
     def list_cycles(
         self,
         patient_id: Annotated[UUID, Parameter(description="the patient whose cycles to list")],
+        platform: NamedDependency[Platform],
         store: NamedDependency[Store],
         audit: NamedDependency[AuditLog],
         ctx: NamedDependency[RequestContext],
@@ -136,7 +143,8 @@ class BpmController(Controller):
     ) -> list[BpmView]:
         """Every BPM cycle of a patient, first year first."""
         items = repository.cycles_of(store, str(patient_id))
-        views = [_view(item, crypto) for item in items]
+        now = today(platform)
+        views = [_view(item, crypto, now) for item in items]
         record(audit, ctx, "search", OBJECT_TYPE, [item.entity_id for item in items])
         return views
 
@@ -144,13 +152,14 @@ class BpmController(Controller):
     def get_cycle(
         self,
         cycle_id: FromPath[UUID],
+        platform: NamedDependency[Platform],
         store: NamedDependency[Store],
         audit: NamedDependency[AuditLog],
         ctx: NamedDependency[RequestContext],
         crypto: NamedDependency[logic.PatientCrypto],
     ) -> BpmView:
         item = _existing(store, audit, ctx, str(cycle_id), "read")
-        view = _view(item, crypto)
+        view = _view(item, crypto, today(platform))
         record(audit, ctx, "read", OBJECT_TYPE, [item.entity_id])
         return view
 
@@ -158,14 +167,16 @@ class BpmController(Controller):
     def cycle_history(
         self,
         cycle_id: FromPath[UUID],
+        platform: NamedDependency[Platform],
         store: NamedDependency[Store],
         audit: NamedDependency[AuditLog],
         ctx: NamedDependency[RequestContext],
         crypto: NamedDependency[logic.PatientCrypto],
     ) -> list[BpmView]:
-        """Every version of the cycle: one per recorded step, with who and when."""
+        """Every version of the cycle: one per recorded step or plan, with who and when."""
         item = _existing(store, audit, ctx, str(cycle_id), "history")
-        views = [_view(v, crypto) for v in repository.cycle_history(store, item.entity_id)]
+        now = today(platform)
+        views = [_view(v, crypto, now) for v in repository.cycle_history(store, item.entity_id)]
         record(audit, ctx, "history", OBJECT_TYPE, [item.entity_id])
         return views
 
@@ -179,6 +190,7 @@ class BpmController(Controller):
         expected_version: int,
         action: str,
         apply: bpm.CycleChange,
+        now: date,
     ) -> BpmView:
         with store.write():
             item = _existing(store, audit, ctx, cycle_id, action)
@@ -197,7 +209,7 @@ class BpmController(Controller):
                 expected_version=expected_version,
             )
         record(audit, ctx, action, OBJECT_TYPE, [cycle_id])
-        return _view(saved, crypto)
+        return _view(saved, crypto, now)
 
     @post(
         "/{cycle_id:uuid}/steps",
@@ -231,7 +243,15 @@ class BpmController(Controller):
             )
 
         return self._change(
-            store, audit, ctx, crypto, str(cycle_id), data.expected_version, "record_step", apply
+            store,
+            audit,
+            ctx,
+            crypto,
+            str(cycle_id),
+            data.expected_version,
+            "record_step",
+            apply,
+            now,
         )
 
     @post(
@@ -257,5 +277,104 @@ class BpmController(Controller):
             return bpm.abandon(cycle, closed_on=data.closed_on, reason=data.reason, today=now)
 
         return self._change(
-            store, audit, ctx, crypto, str(cycle_id), data.expected_version, "abandon", apply
+            store, audit, ctx, crypto, str(cycle_id), data.expected_version, "abandon", apply, now
         )
+
+    @post(
+        "/{cycle_id:uuid}/follow-ups",
+        guards=[requires("bpm:write")],
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def plan_follow_up(
+        self,
+        cycle_id: FromPath[UUID],
+        data: JSONBody[FollowUpInput],
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+        crypto: NamedDependency[logic.PatientCrypto],
+    ) -> BpmView:
+        """Plan a step for a date the pharmacist chose, or replan it (one plan per step).
+
+        The convention sets no deadline per step, so the date is never computed here.
+        """
+        now = today(platform)
+
+        def apply(cycle: BpmCycle, _consent: Consent | None) -> BpmCycle:
+            return bpm.plan_follow_up(
+                cycle, data.kind, due_on=data.due_on, planned_by=ctx.actor, today=now
+            )
+
+        return self._change(
+            store, audit, ctx, crypto, str(cycle_id), data.expected_version, "plan", apply, now
+        )
+
+    @post(
+        "/{cycle_id:uuid}/follow-ups/cancel",
+        guards=[requires("bpm:write")],
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def cancel_follow_up(
+        self,
+        cycle_id: FromPath[UUID],
+        data: JSONBody[FollowUpCancel],
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+        crypto: NamedDependency[logic.PatientCrypto],
+    ) -> BpmView:
+        """Cancel the plan of a step not done yet (it stays in the cycle's history)."""
+        now = today(platform)
+
+        def apply(cycle: BpmCycle, _consent: Consent | None) -> BpmCycle:
+            return bpm.cancel_follow_up(cycle, data.kind)
+
+        return self._change(
+            store,
+            audit,
+            ctx,
+            crypto,
+            str(cycle_id),
+            data.expected_version,
+            "cancel_plan",
+            apply,
+            now,
+        )
+
+    @get("/follow-ups", guards=[requires("bpm:read")], sync_to_thread=True)
+    def due_follow_ups(
+        self,
+        platform: NamedDependency[Platform],
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+        crypto: NamedDependency[logic.PatientCrypto],
+        within_days: Annotated[
+            int,
+            QueryParameter(ge=0, le=366, description="also list those due in the next N days"),
+        ] = 7,
+    ) -> list[DueFollowUp]:
+        """Planned steps of open cycles not done yet, overdue or due within ``within_days``,
+        earliest first: the counter's to-do list."""
+        now = today(platform)
+        horizon = now + timedelta(days=within_days)
+        found: list[DueFollowUp] = []
+        for item in repository.open_cycles(store):
+            cycle = bpm.unseal_cycle(item.entity, crypto.cipher)
+            found.extend(
+                DueFollowUp(
+                    cycle_id=item.entity_id,
+                    patient_id=cycle.patient_id,
+                    year=cycle.year,
+                    follow_up=view,
+                )
+                for view in bpm.follow_up_views(cycle, now)
+                if not view.done and view.due_on <= horizon
+            )
+        found.sort(key=lambda d: (d.follow_up.due_on, d.cycle_id, d.follow_up.kind))
+        record(audit, ctx, "search", OBJECT_TYPE, sorted({d.cycle_id for d in found}))
+        return found

@@ -287,3 +287,12 @@ def cycles_of(store: Store, patient_id: str) -> list[Versioned[StoredBpmCycle]]:
     ).fetchall()
     found = (BPM_CYCLES.get(store.db, str(row[0])) for row in rows)
     return [item for item in found if item is not None]
+
+
+def open_cycles(store: Store) -> list[Versioned[StoredBpmCycle]]:
+    """Every cycle still in progress (the follow-ups to-do list reads their plans)."""
+    rows = store.db.execute(
+        "SELECT cycle_id FROM bpm_cycle_index WHERE status = 'in_progress' ORDER BY cycle_id"
+    ).fetchall()
+    found = (BPM_CYCLES.get(store.db, str(row[0])) for row in rows)
+    return [item for item in found if item is not None]
