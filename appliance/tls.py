@@ -119,17 +119,23 @@ def _name(common_name: str) -> x509.Name:
 
 
 def new_ca(
-    now: dt.datetime, days: int = CA_DAYS
+    now: dt.datetime,
+    days: int = CA_DAYS,
+    *,
+    common_name: str | None = None,
+    backdate: dt.timedelta = dt.timedelta(minutes=5),
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed P-256 CA; also the cloud sync service's CA (``sync.server.pki``), which
+    backdates further so that appliances whose clock runs behind still accept it."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(f"Hygie CA {socket.gethostname()}")
+    name = _name(common_name or f"Hygie CA {socket.gethostname()}")
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(now - backdate)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(

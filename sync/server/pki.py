@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from appliance import tls
+
 TENANT_URI_PREFIX = "urn:hygie:tenant:"
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
@@ -53,34 +55,10 @@ def _name(common_name: str) -> x509.Name:
 
 
 def new_ca(common_name: str = "Hygie Cloud CA", days: int = 3650) -> Issued:
-    now = dt.datetime.now(dt.UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(common_name)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    """The cloud's CA, made like the appliance's own (``appliance.tls.new_ca``), backdated a
+    day for appliances whose clock runs behind."""
+    key, cert = tls.new_ca(
+        dt.datetime.now(dt.UTC), days, common_name=common_name, backdate=dt.timedelta(days=1)
     )
     return Issued(_key_pem(key), _pem(cert))
 
