@@ -27,7 +27,7 @@ from appliance.web.core import (
     redirect,
     render,
 )
-from appliance.web.pages import api, review_text, today
+from appliance.web.pages import api, load_review, review_text, today
 
 DocId = Annotated[str, Parameter(max_length=80, pattern=r"^[A-Za-z0-9_.:-]+$")]
 JobId = Annotated[str, Parameter(max_length=80, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -107,7 +107,7 @@ async def request_draft(request: Request[Any, Any, Any], cycle_id: PathUUID) -> 
     findings: list[Any] = []
     if reviewed and reviewed.get("analysis_id"):
         analysis = await client.get(f"/api/v1/analyses/{reviewed['analysis_id']}")
-        review = current_session(request).scratch.get(f"analysis:{reviewed['analysis_id']}")
+        review = await load_review(client, reviewed["analysis_id"])
         findings = _llm_findings(analysis, review)
     prescriptions = await client.optional(
         f"/api/v1/patients/{cycle['patient_id']}/prescriptions", active_only="true"

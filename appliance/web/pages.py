@@ -369,7 +369,25 @@ async def bpm_home(request: Request[Any, Any, Any]) -> Response[str]:
             *(client.optional(f"/api/v1/patients/{item['patient_id']}") for item in eligible)
         )
         rows = list(zip(eligible, people, strict=True))
-    return render(request, "bpm.html", rows=rows, unavailable=eligible is None)
+    due = await client.optional("/api/v1/bpm/follow-ups", within_days=FOLLOW_UP_HORIZON_DAYS)
+    follow_ups: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    if isinstance(due, list):
+        owners = await asyncio.gather(
+            *(client.optional(f"/api/v1/patients/{item['patient_id']}") for item in due)
+        )
+        follow_ups = list(zip(due, owners, strict=True))
+    return render(
+        request,
+        "bpm.html",
+        rows=rows,
+        unavailable=eligible is None,
+        follow_ups=follow_ups,
+        horizon=FOLLOW_UP_HORIZON_DAYS,
+    )
+
+
+FOLLOW_UP_HORIZON_DAYS = 7
+"""The BPM home lists the planned steps overdue or due within this many days."""
 
 
 def _consent(patient: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -545,6 +563,46 @@ async def bpm_step(request: Request[Any, Any, Any], cycle_id: PathUUID) -> Respo
     return redirect(f"{UI}/bpm/{cycle_id}", request)
 
 
+@post(
+    UI + "/bpm/{cycle_id:uuid}/follow-ups", guards=[requires("bpm:write")], include_in_schema=False
+)
+async def bpm_follow_up(request: Request[Any, Any, Any], cycle_id: PathUUID) -> Response[str]:
+    """Plan (or replan) a step for the date the pharmacist chose, or cancel its plan."""
+    form = await form_data(request)
+    client = api(request)
+    kind = str(form.get("kind") or "")
+    version = int(form.get("expected_version") or 0)
+    try:
+        if form.get("action") == "cancel":
+            await client.post(
+                f"/api/v1/bpm/{cycle_id}/follow-ups/cancel",
+                {"expected_version": version, "kind": kind},
+            )
+        else:
+            await client.post(
+                f"/api/v1/bpm/{cycle_id}/follow-ups",
+                {"expected_version": version, "kind": kind, "due_on": str(form.get("due_on"))},
+            )
+    except ApiError as exc:
+        if exc.status not in (400, 404, 409, 422):
+            raise
+        slug = str(exc.problem.get("type") or "").rsplit(":", 1)[-1]
+        message = FOLLOW_UP_REFUSALS.get(slug, f"demande non valide ({exc.detail})")
+        return error_page(request, exc.status, f"Planification refusée : {message}")
+    return redirect(f"{UI}/bpm/{cycle_id}", request)
+
+
+FOLLOW_UP_REFUSALS = {
+    "bpm-date": "la date prévue ne peut pas être dans le passé.",
+    "bpm-step-done": "cette étape est déjà faite.",
+    "bpm-follow-up-kind": "cette étape ne fait pas partie de ce bilan.",
+    "bpm-closed": "ce bilan est clos.",
+    "not-found": "aucune planification pour cette étape.",
+    "version-conflict": "le bilan a été modifié entre-temps ; rechargez la page.",
+}
+"""French words for the counter on the API's follow-up refusals (keyed by problem slug)."""
+
+
 # --- analysis ---------------------------------------------------------------------------------
 
 
@@ -606,12 +664,20 @@ def _grouped(findings: list[dict[str, Any]]) -> list[tuple[str, list[tuple[int, 
     return sorted(groups.items(), key=lambda item: order.get(item[0], len(order)))
 
 
-def _review(request: Request[Any, Any, Any], analysis_id: str) -> dict[str, Any]:
-    scratch = current_session(request).scratch
-    review: dict[str, Any] = scratch.setdefault(
-        f"analysis:{analysis_id}", {"decisions": {}, "proposals": []}
-    )
-    return review
+def _review_of(view: Any) -> dict[str, Any]:
+    """The analysis service's review (``ReviewView``) as the templates read it: decisions
+    by finding position, the pharmacist's own proposals."""
+    return {
+        "decisions": {int(d["index"]): d for d in view.get("decisions") or []},
+        "proposals": list(view.get("proposals") or []),
+        "version": view.get("version", 0),
+    }
+
+
+async def load_review(client: Api, analysis_id: str) -> dict[str, Any]:
+    """The stored review of an analysis (the analysis service keeps every decision as it is
+    made, so a restart of the server or the end of the session loses none)."""
+    return _review_of(await client.get(f"/api/v1/analyses/{analysis_id}/review"))
 
 
 @get(
@@ -626,14 +692,15 @@ async def analysis_page(
     cycle_id: Annotated[str | None, Parameter(required=False, max_length=64)] = None,
 ) -> Response[str]:
     """Findings grouped by severity, each with its explanation, sources and decision."""
-    analysis = await api(request).get(f"/api/v1/analyses/{analysis_id}")
+    client = api(request)
+    analysis = await client.get(f"/api/v1/analyses/{analysis_id}")
     findings = list(analysis.get("findings") or [])
     return render(
         request,
         "analysis.html",
         analysis=analysis,
         groups=_grouped(findings),
-        review=_review(request, analysis_id),
+        review=await load_review(client, analysis_id),
         patient_id=patient_id,
         cycle_id=cycle_id,
     )
@@ -649,22 +716,32 @@ async def decide_finding(
     analysis_id: Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
     index: Annotated[int, Parameter(ge=0, le=10_000)],
 ) -> Response[str]:
-    """Accept, edit or dismiss one finding (kept for this review until it is validated)."""
+    """Accept, edit or dismiss one finding: stored at once by the analysis service (a new
+    version of the review), so nothing decided is lost before « Valider l'analyse »."""
     form = await form_data(request)
-    analysis = await api(request).get(f"/api/v1/analyses/{analysis_id}")
+    client = api(request)
+    analysis = await client.get(f"/api/v1/analyses/{analysis_id}")
     findings = list(analysis.get("findings") or [])
     if index >= len(findings):
         return error_page(request, 404, "Cette alerte n'existe pas dans l'analyse.")
     decision = str(form.get("decision") or "")
-    if decision not in {"accepted", "edited", "dismissed", "pending"}:
+    if decision not in {"accepted", "edited", "dismissed"}:
         return error_page(request, 400, "Décision inconnue.")
-    review = _review(request, analysis_id)
-    text = str(form.get("text") or "").strip()[:2000]
-    review["decisions"][index] = {
-        "decision": decision,
-        "text": text or findings[index].get("recommendation_gp") or "",
-        "reason": str(form.get("reason") or "").strip()[:500],
-    }
+    try:
+        view = await client.put(
+            f"/api/v1/analyses/{analysis_id}/review/findings/{index}",
+            {
+                "decision": decision,
+                "text": str(form.get("text") or "").strip()[:2000],
+                "reason": str(form.get("reason") or "").strip()[:500],
+                "rule": findings[index].get("rule"),
+            },
+        )
+    except ApiError as exc:
+        if exc.status not in (400, 404, 409, 422):
+            raise
+        return error_page(request, exc.status, f"Décision refusée : {exc.detail}")
+    review = _review_of(view)
     return render(
         request,
         "fragments/finding.html",
@@ -684,13 +761,22 @@ async def add_proposal(
     request: Request[Any, Any, Any],
     analysis_id: Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
 ) -> Response[str]:
-    """A proposal of the pharmacist's own, added to the review."""
+    """A proposal of the pharmacist's own, stored at once in the analysis review."""
     form = await form_data(request)
-    await api(request).get(f"/api/v1/analyses/{analysis_id}")
+    client = api(request)
     text = str(form.get("proposal") or "").strip()[:2000]
-    review = _review(request, analysis_id)
-    if text:
-        review["proposals"].append(text)
+    if not text:
+        review = await load_review(client, analysis_id)
+    else:
+        try:
+            view = await client.post(
+                f"/api/v1/analyses/{analysis_id}/review/proposals", {"text": text}
+            )
+        except ApiError as exc:
+            if exc.status not in (400, 409, 422):
+                raise
+            return error_page(request, exc.status, f"Proposition refusée : {exc.detail}")
+        review = _review_of(view)
     return render(request, "fragments/proposals.html", review=review, analysis={"id": analysis_id})
 
 
@@ -738,7 +824,7 @@ async def validate_review(
     if not cycle_id:
         return error_page(request, 400, "Aucun cycle de BPM n'est associé à cette analyse.")
     cycle = await client.get(f"/api/v1/bpm/{UUID(cycle_id)}")
-    review = _review(request, analysis_id)
+    review = await load_review(client, analysis_id)
     notes = review_text(analysis, review)
     try:
         await client.post(
@@ -934,6 +1020,7 @@ PAGE_HANDLERS = [
     bpm_enrol,
     bpm_cycle,
     bpm_step,
+    bpm_follow_up,
     run_analysis,
     analysis_page,
     decide_finding,

@@ -3,7 +3,8 @@ burden, adherence and BPM eligibility, from a FHIR R4 Bundle. See docs/analysis.
 
 Public functions for other services: :func:`find_redundancies` (pure, a list of
 :class:`Drug` in, findings out), :func:`analyze_bundle` (a Bundle in, the full answer out)
-and :func:`parse_bundle`.
+and :func:`parse_bundle`; the pharmacist's review of a stored analysis (issue 9):
+:func:`review_finding`, :func:`add_proposal`, :func:`analysis_review`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ from appliance.store import Store
 from services.analysis.api import AnalysisController, CdsHooksController, catalog_atc
 from services.analysis.cli import analyze_command
 from services.analysis.fhir import BundleError, parse
-from services.analysis.logic import analyze, find_redundancies
-from services.analysis.models import AnalysisResult, Drug, Finding, PatientRecord
-from services.analysis.store import MIGRATIONS
+from services.analysis.logic import ReviewError, analyze, find_redundancies
+from services.analysis.models import (
+    AnalysisResult,
+    Drug,
+    Finding,
+    FindingDecision,
+    PatientRecord,
+    ReviewView,
+)
+from services.analysis.store import MIGRATIONS, add_proposal, review_finding
 from services.medications import (
     current_thesaurus,
     interactions_for_specialities,
@@ -76,6 +84,16 @@ def stored_analyses(
     ]
 
 
+def analysis_review(store: Store, analysis_id: str) -> ReviewView | None:
+    """The pharmacist's review of a stored analysis (version 0 while nothing is decided),
+    ``None`` when the analysis is unknown (not audited: the caller audits its access)."""
+    from services.analysis import store as _repository
+
+    if _repository.get(store, analysis_id) is None:
+        return None
+    return _repository.review_view(analysis_id, _repository.get_review(store, analysis_id))
+
+
 PLUGIN = ServicePlugin(
     name="analysis",
     controllers=(AnalysisController, CdsHooksController),
@@ -89,9 +107,15 @@ __all__ = [
     "BundleError",
     "Drug",
     "Finding",
+    "FindingDecision",
+    "ReviewError",
+    "ReviewView",
+    "add_proposal",
+    "analysis_review",
     "analyze_bundle",
     "find_redundancies",
     "load_analysis",
     "parse_bundle",
+    "review_finding",
     "stored_analyses",
 ]

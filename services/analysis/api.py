@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
@@ -27,8 +27,8 @@ from appliance.security import requires
 from appliance.store import Store
 from services.analysis import store as repository
 from services.analysis.fhir import BundleError, parse
-from services.analysis.logic import analyze
-from services.analysis.models import AnalysisResult, Finding
+from services.analysis.logic import ReviewError, analyze
+from services.analysis.models import AnalysisResult, Decision, Finding, ReviewView
 from services.medications import (
     current_thesaurus,
     interactions_for_specialities,
@@ -38,10 +38,31 @@ from services.medications import (
 from services.patients import patient_crypto
 
 OBJECT_TYPE = "analysis"
+REVIEW_OBJECT_TYPE = "analysis_review"
 CRYPTO_STATE_KEY = "analysis_patient_crypto"
 SCOPE = "analysis:run"
 IdParam = Annotated[str, Parameter(pattern=r"^an-[0-9a-f]{16}$(?!\n)", max_length=19)]
 CDS_SERVICE_ID = "hygie-medication-review"
+
+
+class DecisionInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The pharmacist's decision on one finding."""
+
+    decision: Decision
+    text: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    """The proposal to the prescriber (required when ``edited``; the engine's wording is
+    kept for ``accepted`` when empty)."""
+    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    """Why a finding is dismissed."""
+    rule: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    """The finding's rule as the page showed it: refused (409) if it names another."""
+
+
+class ProposalInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+FindingIndex = Annotated[int, Parameter(ge=0, le=10_000)]
 
 
 class AnalysisResponse(AnalysisResult, frozen=True, kw_only=True):
@@ -124,6 +145,110 @@ class AnalysisController(Controller):
             raise Problem(404, "not-found", f"no analysis '{analysis_id}'")
         audit.record(ctx.audit_event("read", OBJECT_TYPE, analysis_id, purpose="care"))
         return _response(item.entity.id, item.recorded_at, item.recorded_by, item.entity.result)
+
+    @get("/{analysis_id:str}/review", guards=[requires(SCOPE)], sync_to_thread=True)
+    def get_review(
+        self,
+        analysis_id: IdParam,
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+    ) -> ReviewView:
+        """The pharmacist's review of a stored analysis, latest version (version 0 while
+        nothing is decided; the read is audited)."""
+        _existing(store, audit, ctx, analysis_id, "read")
+        audit.record(ctx.audit_event("read", REVIEW_OBJECT_TYPE, analysis_id, purpose="care"))
+        return repository.review_view(analysis_id, repository.get_review(store, analysis_id))
+
+    @get("/{analysis_id:str}/review/history", guards=[requires(SCOPE)], sync_to_thread=True)
+    def get_review_history(
+        self,
+        analysis_id: IdParam,
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+    ) -> list[ReviewView]:
+        """Every version of the review, oldest first: who decided what, and when."""
+        _existing(store, audit, ctx, analysis_id, "read")
+        audit.record(ctx.audit_event("read", REVIEW_OBJECT_TYPE, analysis_id, purpose="care"))
+        return [
+            repository.review_view(analysis_id, item)
+            for item in repository.review_history(store, analysis_id)
+        ]
+
+    @put(
+        "/{analysis_id:str}/review/findings/{index:int}",
+        guards=[requires(SCOPE)],
+        sync_to_thread=True,
+    )
+    def decide_finding(
+        self,
+        analysis_id: IdParam,
+        index: FindingIndex,
+        data: DecisionInput,
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+    ) -> ReviewView:
+        """Accept, edit or dismiss one finding (by its position in the stored analysis);
+        a later decision on the same finding replaces it in a new version."""
+        _existing(store, audit, ctx, analysis_id, "update")
+        try:
+            saved = repository.review_finding(
+                store,
+                analysis_id,
+                index,
+                data.decision,
+                actor=ctx.actor,
+                text=data.text,
+                reason=data.reason,
+                rule=data.rule,
+            )
+        except ReviewError as exc:
+            audit.record(
+                ctx.audit_event(
+                    "update", REVIEW_OBJECT_TYPE, analysis_id, purpose="care", outcome="refused"
+                )
+            )
+            raise Problem(exc.status, exc.code, exc.detail) from exc
+        audit.record(ctx.audit_event("update", REVIEW_OBJECT_TYPE, analysis_id, purpose="care"))
+        return repository.review_view(analysis_id, saved)
+
+    @post("/{analysis_id:str}/review/proposals", guards=[requires(SCOPE)], sync_to_thread=True)
+    def add_proposal(
+        self,
+        analysis_id: IdParam,
+        data: ProposalInput,
+        store: NamedDependency[Store],
+        audit: NamedDependency[AuditLog],
+        ctx: NamedDependency[RequestContext],
+    ) -> ReviewView:
+        """Add a proposal of the pharmacist's own to the review."""
+        _existing(store, audit, ctx, analysis_id, "update")
+        try:
+            saved = repository.add_proposal(store, analysis_id, data.text, actor=ctx.actor)
+        except ReviewError as exc:
+            audit.record(
+                ctx.audit_event(
+                    "update", REVIEW_OBJECT_TYPE, analysis_id, purpose="care", outcome="refused"
+                )
+            )
+            raise Problem(exc.status, exc.code, exc.detail) from exc
+        audit.record(ctx.audit_event("update", REVIEW_OBJECT_TYPE, analysis_id, purpose="care"))
+        return repository.review_view(analysis_id, saved)
+
+
+def _existing(
+    store: Store, audit: AuditLog, ctx: RequestContext, analysis_id: str, action: str
+) -> None:
+    """A 404 (audited) unless the analysis is stored."""
+    if repository.get(store, analysis_id) is None:
+        audit.record(
+            ctx.audit_event(
+                action, REVIEW_OBJECT_TYPE, analysis_id, purpose="care", outcome="not_found"
+            )
+        )
+        raise Problem(404, "not-found", f"no analysis '{analysis_id}'")
 
 
 def _pseudonym(state: State, platform: Platform, patient_ref: str) -> str:

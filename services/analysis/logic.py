@@ -17,10 +17,13 @@ import msgspec
 
 from services.analysis.models import (
     AnalysisResult,
+    AnalysisReview,
     BpmEligibility,
+    Decision,
     Dispense,
     Drug,
     Finding,
+    FindingDecision,
     Lab,
     NotEvaluated,
     PatientRecord,
@@ -1153,3 +1156,70 @@ def analyze(
         findings=sorted(findings, key=_sort_key),
         not_evaluated=sorted(unique.values(), key=lambda n: (n.rule, n.missing)),
     )
+
+
+# ------------------------------------------------------------------ the pharmacist's review
+TEXT_MAX = 2000
+REASON_MAX = 500
+PROPOSALS_MAX = 100
+
+
+class ReviewError(Exception):
+    """A review change that cannot be applied: an HTTP status, a problem code, and a detail
+    the counter can read (French)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def decide(
+    review: AnalysisReview,
+    findings: Sequence[Finding],
+    index: int,
+    decision: Decision,
+    *,
+    text: str = "",
+    reason: str = "",
+    rule: str | None = None,
+) -> AnalysisReview:
+    """The review with this finding's decision set (replacing an earlier one).
+
+    An accepted finding keeps the engine's wording for the prescriber unless a text is
+    given; an edited one needs the pharmacist's text (an empty edit is a mistake, not a
+    decision); a dismissed one keeps its reason. ``rule``, when given, must name the
+    finding at ``index``: a stale page must not record a decision on another finding.
+    """
+    if not 0 <= index < len(findings):
+        raise ReviewError(404, "finding-not-found", f"l'analyse n'a pas d'alerte n° {index}")
+    finding = findings[index]
+    if rule is not None and rule != finding.rule:
+        raise ReviewError(
+            409,
+            "finding-mismatch",
+            f"l'alerte n° {index} est la règle {finding.rule}, pas {rule}",
+        )
+    text, reason = text.strip()[:TEXT_MAX], reason.strip()[:REASON_MAX]
+    if decision == "edited" and not text:
+        raise ReviewError(400, "text-required", "une alerte modifiée doit avoir son texte")
+    kept = FindingDecision(
+        index=index,
+        rule=finding.rule,
+        decision=decision,
+        text=text or (finding.recommendation_gp if decision != "dismissed" else ""),
+        reason=reason,
+    )
+    others = tuple(d for d in review.decisions if d.index != index)
+    return msgspec.structs.replace(
+        review, decisions=tuple(sorted((*others, kept), key=lambda d: d.index))
+    )
+
+
+def propose(review: AnalysisReview, text: str) -> AnalysisReview:
+    """The review with one more proposal of the pharmacist's own."""
+    text = text.strip()[:TEXT_MAX]
+    if not text:
+        raise ReviewError(400, "empty-proposal", "la proposition est vide")
+    if len(review.proposals) >= PROPOSALS_MAX:
+        raise ReviewError(409, "too-many-proposals", "trop de propositions pour cette analyse")
+    return msgspec.structs.replace(review, proposals=(*review.proposals, text))

@@ -112,3 +112,43 @@ class AnalysisView(msgspec.Struct, frozen=True, kw_only=True):
     recorded_at: datetime
     recorded_by: str
     result: AnalysisResult
+
+
+Decision = Literal["accepted", "edited", "dismissed"]
+
+
+class FindingDecision(msgspec.Struct, frozen=True, kw_only=True):
+    """The pharmacist's decision on one finding of a stored analysis.
+
+    A stored analysis never changes, so the finding's position (``index``) is a stable id
+    within it; ``rule`` is kept beside it so a reader can check it names the same finding.
+    """
+
+    index: int
+    rule: str
+    decision: Decision
+    text: str = ""
+    """The proposal to the prescriber as kept (the pharmacist's wording when edited)."""
+    reason: str = ""
+    """Why the finding was set aside (dismissed)."""
+
+
+class AnalysisReview(msgspec.Struct, frozen=True, kw_only=True):
+    """The pharmacist's review of one stored analysis (one entity per analysis, each change
+    a new version: who decided what, and when, is the table's history)."""
+
+    analysis_id: str
+    decisions: tuple[FindingDecision, ...] = ()
+    proposals: tuple[str, ...] = ()
+
+
+class ReviewView(msgspec.Struct, frozen=True, kw_only=True):
+    """One version of a review as the API shows it; version 0 (no one and no time) while no
+    decision has been recorded on the analysis."""
+
+    analysis_id: str
+    version: int
+    recorded_at: datetime | None
+    recorded_by: str | None
+    decisions: list[FindingDecision]
+    proposals: list[str]
