@@ -13,6 +13,7 @@ from typing import NoReturn
 
 import click
 
+from appliance.audit import AuditEvent
 from appliance.config import ConfigError, Settings, load_settings
 from appliance.keys import SecretError
 from appliance.platform import Platform, open_platform
@@ -23,6 +24,34 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_STORE = 4
+
+CLI_ACTOR = "system:cli"
+"""Who a command run on the box itself acts as in the audit trail (root on the appliance)."""
+
+
+def audit_cli(
+    platform: Platform,
+    action: str,
+    object_type: str,
+    object_id: str,
+    outcome: str,
+    *,
+    purpose: str,
+) -> None:
+    """Record what a command did: commands reach patient data without a request, so they
+    audit as the box's own operator rather than through a request context."""
+    platform.audit.record(
+        AuditEvent(
+            actor=CLI_ACTOR,
+            role="system",
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            purpose=purpose,
+            client_addr="local",
+            outcome=outcome,
+        )
+    )
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:

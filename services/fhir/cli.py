@@ -10,8 +10,14 @@ from pathlib import Path
 import click
 import msgspec
 
-from appliance.audit import AuditEvent
-from appliance.commands import EXIT_FAILURE, EXIT_USAGE, fail, platform_session
+from appliance.commands import (
+    CLI_ACTOR,
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    audit_cli,
+    fail,
+    platform_session,
+)
 from appliance.keys import SecretError
 from appliance.platform import Platform
 from services.fhir.models import ImportReport
@@ -19,23 +25,12 @@ from services.fhir.store import BundleError, everything, import_bundle
 from services.patients import patient_crypto
 from services.patients.api import today
 
-ACTOR = "system:cli"
+ACTOR = CLI_ACTOR
 EXIT_REJECTED = 5
 
 
 def _audit(platform: Platform, action: str, object_type: str, object_id: str, outcome: str) -> None:
-    platform.audit.record(
-        AuditEvent(
-            actor=ACTOR,
-            role="system",
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            purpose="care",
-            client_addr="local",
-            outcome=outcome,
-        )
-    )
+    audit_cli(platform, action, object_type, object_id, outcome, purpose="care")
 
 
 @click.group("fhir")

@@ -16,8 +16,14 @@ from pathlib import Path
 import click
 import httpx
 
-from appliance.audit import AuditEvent
-from appliance.commands import EXIT_FAILURE, EXIT_USAGE, fail, platform_session
+from appliance.commands import (
+    CLI_ACTOR,
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    audit_cli,
+    fail,
+    platform_session,
+)
 from appliance.platform import Platform
 from services.medications import store as repository
 from services.medications import thesaurus as knowledge
@@ -32,24 +38,14 @@ from services.medications.thesaurus_pdf import (
     read_pdf_words,
 )
 
-ACTOR = "system:cli"
+ACTOR = CLI_ACTOR
 SHOWN_REJECTS = 10
 DOWNLOAD_TIMEOUT_S = 120.0
 
 
 def _audit(platform: Platform, object_type: str, object_id: str, outcome: str) -> None:
-    platform.audit.record(
-        AuditEvent(
-            actor=ACTOR,
-            role="system",
-            action="import",
-            object_type=object_type,
-            object_id=re.sub(r"[^A-Za-z0-9_.:-]", "-", object_id)[:128],
-            purpose="admin",
-            client_addr="local",
-            outcome=outcome,
-        )
-    )
+    safe_id = re.sub(r"[^A-Za-z0-9_.:-]", "-", object_id)[:128]
+    audit_cli(platform, "import", object_type, safe_id, outcome, purpose="admin")
 
 
 def _download(url: str, target: Path) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import click
 import msgspec
 
-from appliance.audit import AuditEvent
-from appliance.commands import EXIT_USAGE, fail, platform_session
+from appliance.commands import CLI_ACTOR, EXIT_USAGE, audit_cli, fail, platform_session
+from appliance.platform import Platform
 
-ACTOR = "system:cli"
+ACTOR = CLI_ACTOR
 EXIT_UNREADABLE = 6
 """At least one file could not be read (the others were printed)."""
 
@@ -68,18 +68,6 @@ def extract(files: tuple[Path, ...]) -> None:
         )
 
 
-def _audit(platform: object, digest: str, outcome: str) -> None:
+def _audit(platform: Platform, digest: str, outcome: str) -> None:
     """A scan names a patient: reading one is an access to patient data."""
-    audit = platform.audit  # type: ignore[attr-defined]
-    audit.record(
-        AuditEvent(
-            actor=ACTOR,
-            role="system",
-            action="extract",
-            object_type="prescription_scan",
-            object_id=digest,
-            purpose="care",
-            client_addr="local",
-            outcome=outcome,
-        )
-    )
+    audit_cli(platform, "extract", "prescription_scan", digest, outcome, purpose="care")

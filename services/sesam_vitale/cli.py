@@ -15,27 +15,23 @@ import click
 import msgspec
 from cryptography import x509
 
-from appliance.audit import AuditEvent
-from appliance.commands import EXIT_FAILURE, EXIT_USAGE, cli_settings, fail, platform_session
+from appliance.commands import (
+    CLI_ACTOR,
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    audit_cli,
+    cli_settings,
+    fail,
+    platform_session,
+)
 from appliance.keys import SecretError
 from appliance.platform import Platform
 
-ACTOR = "system:cli"
+ACTOR = CLI_ACTOR
 
 
 def _audit(platform: Platform, action: str, object_type: str, object_id: str, outcome: str) -> None:
-    platform.audit.record(
-        AuditEvent(
-            actor=ACTOR,
-            role="system",
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            purpose="billing",
-            client_addr="local",
-            outcome=outcome,
-        )
-    )
+    audit_cli(platform, action, object_type, object_id, outcome, purpose="billing")
 
 
 @click.group("sesam")
