@@ -449,6 +449,59 @@ def test_analysis_input_takes_the_lines_of_active_prescriptions_as_statements() 
     assert len(bundle["entry"]) == 4  # everything exported is kept
 
 
+def test_analysis_review_is_stored_as_it_is_made_and_survives_a_restart(app: Any) -> None:
+    """Each decision and proposal goes to the analysis service at once: a fresh server
+    process (new sessions, empty memory) on the same store shows them again."""
+    import json
+
+    from appliance.app import create_app
+
+    platform = app.state.platform
+    token = platform.tokens.issue(subject="titulaire", role="pharmacien_titulaire", scopes=SCOPES)
+    vignette = Path(__file__).parent / "fixtures" / "vignettes" / "dose-doac-rivaroxaban.json"
+    bundle = json.loads(vignette.read_text())["bundle"]
+    with TestClient(app=app, base_url=BASE) as api_client:
+        created = api_client.post(
+            "/api/v1/analyses", json=bundle, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert created.status_code == 201, created.text
+    analysis = created.json()
+    page_path = f"/ui/analyses/{analysis['id']}"
+    client = signed_in(app, "titulaire")
+    try:
+        csrf = csrf_of(client)
+        decided = client.post(
+            f"{page_path}/findings/0",
+            data={"csrf_token": csrf, "decision": "edited", "text": "Texte du pharmacien"},
+            headers={"HX-Request": "true"},
+        )
+        assert decided.status_code == 200, decided.text
+        assert "retenue et modifiée" in decided.text
+        refused = client.post(
+            f"{page_path}/findings/0",
+            data={"csrf_token": csrf, "decision": "edited", "text": " "},
+        )
+        assert refused.status_code == 400
+        assert "Décision refusée" in refused.text
+        proposal = {"csrf_token": csrf, "proposal": "Revoir la fonction rénale"}
+        proposed = client.post(f"{page_path}/proposals", data=proposal)
+        assert proposed.status_code == 200, proposed.text
+        assert "Revoir la fonction rénale" in proposed.text
+    finally:
+        client.__exit__(None, None, None)
+
+    restarted = create_app(platform.settings)
+    again = signed_in(restarted, "titulaire")
+    try:
+        page = again.get(page_path)
+        assert page.status_code == 200, page.text
+        assert "retenue et modifiée" in page.text
+        assert "Texte du pharmacien" in page.text
+        assert "Revoir la fonction rénale" in page.text
+    finally:
+        again.__exit__(None, None, None)
+
+
 def test_bpm_follow_ups_are_planned_on_the_cycle_page_and_listed_when_late(app: Any) -> None:
     from datetime import date, timedelta
 
