@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 import pytest
 from litestar.testing import TestClient
 
@@ -503,3 +504,90 @@ def test_analysis_review_is_stored_as_it_is_made_and_survives_a_restart(app: Any
         assert "Revoir la fonction rénale" in page.text
     finally:
         again.__exit__(None, None, None)
+
+
+def test_bpm_follow_ups_are_planned_on_the_cycle_page_and_listed_when_late(app: Any) -> None:
+    from datetime import date, timedelta
+
+    from services.patients import bpm
+    from services.patients import store as patients_store
+
+    client = signed_in(app, "titulaire")
+    try:
+        token = csrf_of(client)
+        created = client.post(
+            "/ui/patients/new",
+            data={
+                "csrf_token": token,
+                "identity.birth_family_name": "SUIVI",
+                "identity.given_names": "Odile",
+                "identity.birth_date": "1941-04-04",
+                "identity.sex": "F",
+            },
+            follow_redirects=False,
+        )
+        assert created.status_code == 303, created.text
+        pid = created.headers["location"].rsplit("/", 1)[1]
+        enrolled = client.post(
+            f"/ui/patients/{pid}/bpm/enrol",
+            data={"csrf_token": token, "consent": "on"},
+            follow_redirects=False,
+        )
+        assert enrolled.status_code == 303, enrolled.text
+        cycle_page = enrolled.headers["location"]
+        cid = cycle_page.rsplit("/", 1)[1]
+        page = client.get(cycle_page)
+        assert "Planifier la prochaine étape" in page.text
+        assert '<label for="fu-due-on">Date prévue</label>' in page.text
+        assert "Aucune étape planifiée." in page.text
+
+        due = (date.today() + timedelta(days=3)).isoformat()
+        form = {"csrf_token": token, "expected_version": "2", "kind": "recueil", "due_on": due}
+        planned = client.post(f"/ui/bpm/{cid}/follow-ups", data=form, follow_redirects=False)
+        assert planned.status_code == 303, planned.text
+        page = client.get(cycle_page)
+        assert "à faire" in page.text
+        assert "en retard" not in page.text
+        past = {**form, "expected_version": "3", "due_on": "2020-01-01"}
+        refused = client.post(f"/ui/bpm/{cid}/follow-ups", data=past)
+        assert refused.status_code == 400
+        assert "la date prévue ne peut pas être dans le passé" in refused.text
+        done = {**form, "expected_version": "3", "kind": "adhesion"}
+        refused = client.post(f"/ui/bpm/{cid}/follow-ups", data=done)
+        assert refused.status_code == 409
+        assert "cette étape est déjà faite" in refused.text
+
+        # A plan made a week ago for yesterday (the rule only refuses a past date at the
+        # time of planning): the cycle page and the BPM home show it « en retard ».
+        store = app.state.platform.store
+        item = patients_store.get_cycle(store, cid)
+        assert item is not None
+        week_ago = date.today() - timedelta(days=7)
+        late = bpm.plan_follow_up(
+            item.entity.cycle,
+            "analyse",
+            due_on=date.today() - timedelta(days=1),
+            planned_by="titulaire",
+            today=week_ago,
+        )
+        patients_store.save_cycle(
+            store,
+            msgspec.structs.replace(item.entity, cycle=late),
+            actor="titulaire",
+            expected_version=item.version,
+        )
+        page = client.get(cycle_page)
+        assert page.text.count('<span class="badge warn">en retard</span>') == 1
+        home = client.get("/ui/bpm")
+        assert home.status_code == 200
+        assert f'href="/ui/bpm/{cid}">SUIVI Odile</a>' in home.text
+        assert "en retard" in home.text
+
+        cancel = {"csrf_token": token, "expected_version": "4", "kind": "analyse"}
+        cancelled = client.post(
+            f"/ui/bpm/{cid}/follow-ups", data={**cancel, "action": "cancel"}, follow_redirects=False
+        )
+        assert cancelled.status_code == 303, cancelled.text
+        assert "en retard" not in client.get(cycle_page).text
+    finally:
+        client.__exit__(None, None, None)
