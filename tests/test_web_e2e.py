@@ -181,6 +181,23 @@ def test_bpm_enrolment_interview_analysis_and_accepted_finding(
     assert "cardiologue" in notes
 
 
+def test_bpm_next_step_is_planned_for_a_date_the_pharmacist_chooses(
+    appliance: Appliance, page: Any
+) -> None:
+    from datetime import date, timedelta
+
+    page.goto(STATE["cycle_url"])
+    due = date.today() + timedelta(days=7)
+    page.get_by_label("Étape", exact=True).select_option("transmission")
+    page.get_by_label("Date prévue").fill(due.isoformat())
+    page.get_by_role("button", name="Planifier", exact=True).click()
+    row = page.locator("table.follow-ups tr", has_text="Transmission au médecin")
+    row.wait_for()
+    assert due.strftime("%d/%m/%Y") in row.inner_text()
+    assert "à faire" in row.inner_text()
+    accessible(page, "BPM cycle (planned steps)")
+
+
 def test_synthesis_is_generated_signed_and_downloaded(appliance: Appliance, page: Any) -> None:
     page.goto(STATE["cycle_url"])
     page.get_by_role("link", name="Préparer, relire et signer la synthèse").click()
