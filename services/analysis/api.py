@@ -185,7 +185,7 @@ class AnalysisController(Controller):
         self,
         analysis_id: IdParam,
         index: FindingIndex,
-        data: DecisionInput,
+        data: JSONBody[DecisionInput],
         store: NamedDependency[Store],
         audit: NamedDependency[AuditLog],
         ctx: NamedDependency[RequestContext],
@@ -218,7 +218,7 @@ class AnalysisController(Controller):
     def add_proposal(
         self,
         analysis_id: IdParam,
-        data: ProposalInput,
+        data: JSONBody[ProposalInput],
         store: NamedDependency[Store],
         audit: NamedDependency[AuditLog],
         ctx: NamedDependency[RequestContext],
