@@ -410,7 +410,7 @@ def test_dates_out_of_range_and_boolean_numbers_are_set_aside() -> None:
     assert [n.missing for n in result.not_evaluated if n.rule == "dispense"]
 
 
-def _as_requests(bundle: dict[str, Any], *, valid_until: str | None = None) -> dict[str, Any]:
+def _as_requests(bundle: dict[str, Any], *, status: str = "active") -> dict[str, Any]:
     """The same case with its statements written as prescription lines (MedicationRequest),
     as Hygie's own FHIR export gives them."""
     for entry in bundle["entry"]:
@@ -418,15 +418,13 @@ def _as_requests(bundle: dict[str, Any], *, valid_until: str | None = None) -> d
         if resource["resourceType"] == "MedicationStatement":
             request: dict[str, Any] = {
                 "resourceType": "MedicationRequest",
-                "status": "active",
+                "status": status,
                 "intent": "order",
                 "medicationCodeableConcept": resource["medicationCodeableConcept"],
                 "authoredOn": "2025-12-01",
             }
             if "dosage" in resource:
                 request["dosageInstruction"] = resource["dosage"]
-            if valid_until:
-                request["dispenseRequest"] = {"validityPeriod": {"end": valid_until}}
             entry["resource"] = request
     return bundle
 
@@ -438,9 +436,9 @@ def test_active_prescription_lines_are_treatments_the_engine_sees() -> None:
     assert {f.rule for f in by_request.findings} == {f.rule for f in by_statement.findings}
 
 
-def test_an_expired_prescription_line_is_no_longer_a_treatment() -> None:
-    expired = _run(_as_requests(_case("stopp-d5-benzo"), valid_until="2025-12-31"))
-    assert "STOPP v3 D5" not in {f.rule for f in expired.findings}
+def test_a_completed_prescription_line_is_no_longer_a_treatment() -> None:
+    completed = _run(_as_requests(_case("stopp-d5-benzo"), status="completed"))
+    assert "STOPP v3 D5" not in {f.rule for f in completed.findings}
 
 
 def test_a_drug_both_stated_and_prescribed_is_counted_once() -> None:

@@ -26,7 +26,7 @@ from appliance.problems import Problem
 from appliance.security import requires
 from appliance.store import Store
 from services.analysis import store as repository
-from services.analysis.fhir import BundleError, parse
+from services.analysis.fhir import BundleError, parse, request_as_statement
 from services.analysis.logic import ReviewError, analyze
 from services.analysis.models import AnalysisResult, Decision, Finding, ReviewView
 from services.medications import (
@@ -350,15 +350,10 @@ def cds_bundle(request: dict[str, Any]) -> dict[str, Any]:
     for entry in entries:
         resource = entry.get("resource")
         if isinstance(resource, dict) and resource.get("resourceType") == "MedicationRequest":
-            if resource.get("status") not in ("draft", "active"):
+            # Orders being written count as treatments; no validity date applies to a draft.
+            resource = request_as_statement(resource, statuses=("draft", "active"))
+            if resource is None:
                 continue
-            resource = {
-                "resourceType": "MedicationStatement",
-                "status": "active",
-                "medicationCodeableConcept": resource.get("medicationCodeableConcept"),
-                "dosage": resource.get("dosageInstruction"),
-                "effectivePeriod": {"start": resource.get("authoredOn")},
-            }
         converted.append({"resource": resource})
     return {"resourceType": "Bundle", "type": "collection", "entry": converted}
 

@@ -174,20 +174,18 @@ def _statement_drug(
     )
 
 
-def _request_as_statement(request: dict[str, Any], as_of: date) -> dict[str, Any] | None:
-    """An active, still valid MedicationRequest read as the statement of a drug taken.
+def request_as_statement(
+    request: dict[str, Any], *, statuses: tuple[str, ...] = ("active",)
+) -> dict[str, Any] | None:
+    """A MedicationRequest read as the statement of a drug taken, or None when it is not one.
 
-    Hygie's own FHIR export gives prescription lines as MedicationRequests: the patient takes
-    what an active prescription orders, so the engine must see those drugs too. A request
-    whose validity period ended before the analysis date, or that is not active, is no
-    longer a treatment. A drug also stated by a MedicationStatement is counted once.
+    Hygie's own FHIR export gives prescription lines as MedicationRequests (``active`` while
+    the treatment runs, ``completed`` after), and a CDS Hooks call sends the orders being
+    written as drafts: the engine must see those drugs too. Only requests in ``statuses``
+    count. The validity period is not read: it bounds dispensing, not the treatment, which
+    may run on after it (renewals).
     """
-    if request.get("status") != "active":
-        return None
-    dispense = request.get("dispenseRequest")
-    validity = dispense.get("validityPeriod") if isinstance(dispense, dict) else None
-    end = _date(validity.get("end")) if isinstance(validity, dict) else None
-    if end is not None and end < as_of:
+    if request.get("status") not in statuses:
         return None
     return {
         "resourceType": "MedicationStatement",
@@ -249,7 +247,7 @@ def parse(raw: bytes | str | dict[str, Any], *, today: date) -> PatientRecord:
             gender = resource.get("gender")
             sex = gender if gender in ("male", "female") else None
         elif kind == "MedicationRequest":
-            statement = _request_as_statement(resource, as_of)
+            statement = request_as_statement(resource)
             if statement is not None:
                 requests.append(statement)
         elif kind == "MedicationStatement":
