@@ -640,3 +640,47 @@ def test_batch_with_contained_and_referenced_medications(
     assert line["more_posologies"][0]["dose"] == 2
     # 3 x 1000 mg a day together: checked against the RCP maximum, within it.
     assert split["validation"]["posology_range"][0].startswith("checked: 3000 mg/day within")
+
+
+def test_export_marks_prescription_lines_active_only_while_the_treatment_runs(
+    catalog: None, client: Any, headers: dict[str, str]
+) -> None:
+    pid = _seed(client, headers)  # prescribed five days ago, no duration: still running
+    old = client.post(
+        "/api/v1/prescriptions",
+        json={
+            "patient_id": pid,
+            "prescriber": {"name": "Dr Martin", "rpps": RPPS},
+            "prescribed_on": (TODAY - timedelta(days=400)).isoformat(),
+            "lines": [
+                {
+                    "cis": "60234100",
+                    "posology": {
+                        "dose": 1,
+                        "unit": "comprimé",
+                        "times_per_day": 2,
+                        "duration": {"value": 7, "unit": "day"},
+                    },
+                }
+            ],
+        },
+        headers=headers,
+    )
+    assert old.status_code == 201, old.text
+    bundle = client.get(f"/api/v1/patients/{pid}/$everything", headers=headers).json()
+    active = client.get(
+        f"/api/v1/patients/{pid}/prescriptions?active_only=true", headers=headers
+    ).json()
+    running = {str(rx["id"]) for rx in active}
+    requests = [
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "MedicationRequest"
+    ]
+    statuses = {(r["groupIdentifier"]["value"], r["status"]) for r in requests}
+    assert statuses == {
+        (group, "active" if group in running else "completed")
+        for group in {r["groupIdentifier"]["value"] for r in requests}
+    }
+    assert str(old.json()["id"]) not in running
+    assert {status for _, status in statuses} == {"active", "completed"}

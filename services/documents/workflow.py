@@ -178,7 +178,7 @@ def treatments_of(store: Store, patient_id: str, as_of: date) -> list[TreatmentR
 
 
 def findings_of(
-    store: Store, crypto: PatientCrypto, patient_id: str, analysis_id: str | None
+    store: Store, crypto: PatientCrypto, patient_id: str, analysis_id: str | None, today: date
 ) -> tuple[list[FindingItem], list[tuple[str, list[str]]]]:
     """Findings and rules left unevaluated: from a stored analysis of this patient, or from
     analysing the patient's record now (FHIR export → analysis engine)."""
@@ -192,7 +192,7 @@ def findings_of(
                 400, "analysis-of-another-patient", "cette analyse ne concerne pas ce patient"
             )
     else:
-        bundle = everything(store, crypto, patient_id)
+        bundle = everything(store, crypto, patient_id, today=today)
         if bundle is None:
             raise DocumentError(404, "not-found", f"patient inconnu : {patient_id}")
         try:
@@ -320,7 +320,7 @@ def build_model(
             raise DocumentError(404, "not-found", f"cycle BPM inconnu pour ce patient : {cycle_id}")
     if kind == "synthesis":
         treatments = treatments_of(store, patient_id, today)
-        findings, unevaluated = findings_of(store, crypto, patient_id, analysis_id)
+        findings, unevaluated = findings_of(store, crypto, patient_id, analysis_id, today)
         text, source = _synthesis_text(store, patient_id, generation_id, findings, synthesis_text)
         model = logic.synthesis(
             pharmacy,
@@ -340,7 +340,7 @@ def build_model(
         ), None
     step = _step(store, crypto, patient_id, cycle_id, kind=kind, step_index=step_index)
     if kind == "fiche_conseil":
-        findings, _ = findings_of(store, crypto, patient_id, analysis_id)
+        findings, _ = findings_of(store, crypto, patient_id, analysis_id, today)
         return logic.fiche_conseil(
             pharmacy,
             patient,

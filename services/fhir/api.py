@@ -100,6 +100,7 @@ class FhirController(Controller):
     def export_fhir(
         self,
         patient_id: FromPath[UUID],
+        platform: NamedDependency[Platform],
         store: NamedDependency[Store],
         audit: NamedDependency[AuditLog],
         ctx: NamedDependency[RequestContext],
@@ -107,7 +108,7 @@ class FhirController(Controller):
     ) -> Response[bytes]:
         """The patient's record, prescriptions and dispensings as a FHIR R4 Bundle."""
         pid = str(patient_id)
-        bundle = everything(store, crypto, pid)
+        bundle = everything(store, crypto, pid, today=today(platform))
         if bundle is None:
             record(audit, ctx, "fhir_export", "patient", [pid], outcome="not_found")
             raise Problem(404, "not-found", f"no patient '{pid}'")

@@ -93,7 +93,7 @@ def export_command(patient: str, output: Path | None) -> None:
             crypto = patient_crypto(platform.settings)
         except SecretError as exc:
             fail(str(exc), EXIT_FAILURE)
-        bundle = everything(platform.store, crypto, patient)
+        bundle = everything(platform.store, crypto, patient, today=today(platform))
         if bundle is None:
             _audit(platform, "fhir_export", "patient", patient[:64], "not_found")
             fail(f"no patient '{patient}'", EXIT_USAGE)

@@ -428,8 +428,11 @@ def medication_requests(
     patient_ref: str,
     practitioner_ref: str,
     atc_by_line: dict[int, str | None] | None = None,
+    *,
+    status: str = "active",
 ) -> list[Json]:
-    """One MedicationRequest per line, grouped by the prescription's id."""
+    """One MedicationRequest per line, grouped by the prescription's id; ``status`` is the
+    prescription's (``active`` while its treatment runs, ``completed`` after)."""
     requests = []
     for index, line in enumerate(prescription.lines):
         request: Json = {
@@ -437,7 +440,7 @@ def medication_requests(
             "id": f"{prescription_id}-{index}",
             "identifier": [{"system": HYGIE_LINE, "value": f"{prescription_id}#{index}"}],
             "groupIdentifier": {"system": HYGIE_PRESCRIPTION, "value": prescription_id},
-            "status": "active",
+            "status": status,
             "intent": "order",
             "medicationCodeableConcept": medication_concept(
                 line.cis, line.cip13, line.label, (atc_by_line or {}).get(index)

@@ -501,9 +501,14 @@ def import_bundle(
 # --------------------------------------------------------------------------- export
 
 
-def everything(store: Store, crypto: PatientCrypto, patient_id: str) -> Json | None:
+def everything(store: Store, crypto: PatientCrypto, patient_id: str, *, today: date) -> Json | None:
     """The patient's record, prescriptions, statements and dispensings as a collection
-    Bundle; ``None`` when there is no such patient."""
+    Bundle; ``None`` when there is no such patient.
+
+    A prescription's lines are ``active`` while its treatment runs on ``today`` (the
+    prescriptions service's own rule) and ``completed`` after, so that a reader of the
+    Bundle, the analysis engine first, tells current treatments from past ones.
+    """
     loaded = load_patient(store, crypto, patient_id)
     if loaded is None:
         return None
@@ -562,7 +567,12 @@ def everything(store: Store, crypto: PatientCrypto, patient_id: str) -> Json | N
         }
         resources.extend(
             logic.medication_requests(
-                item.entity_id, prescription, ref, f"Practitioner/{practitioner_id}", atc
+                item.entity_id,
+                prescription,
+                ref,
+                f"Practitioner/{practitioner_id}",
+                atc,
+                status="active" if rx_logic.is_active(prescription, today) else "completed",
             )
         )
     for statement in rx_store.statements_of(store, patient_id):
