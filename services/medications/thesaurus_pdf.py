@@ -11,8 +11,11 @@ Only :func:`read_pdf_words` does I/O (through pdfplumber); everything else is pu
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import re
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -76,15 +79,38 @@ class ParsedThesaurus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def read_pdf_words(path: Path, pages: Iterable[int] | None = None) -> list[PdfWord]:
-    """Every word of a PDF (or of some 1-based ``pages``) with position, font and size."""
+    """Every word of a PDF (or of some 1-based ``pages``) with position, font and size.
+
+    pdfminer spends seconds per page on the thesaurus (249 pages), so a long read is split
+    across the machine's cores, one pdfplumber per process; words come back in page order.
+    """
+    import pdfplumber
+
+    with pdfplumber.open(str(path)) as pdf:
+        count = len(pdf.pages)
+    every = range(1, count + 1)
+    wanted = sorted({p for p in pages if 1 <= p <= count} if pages is not None else every)
+    workers = min(os.cpu_count() or 1, len(wanted) // _PAGES_PER_WORKER)
+    if workers < 2:
+        return _read_pages(path, wanted)
+    chunks = [wanted[i::workers] for i in range(workers)]
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded server process
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        parts = list(pool.map(_read_pages, [path] * workers, chunks))
+    return sorted((w for part in parts for w in part), key=lambda w: w.page)
+
+
+_PAGES_PER_WORKER = 20
+"""Below this many pages per process, starting the processes costs more than it saves."""
+
+
+def _read_pages(path: Path, pages: Sequence[int]) -> list[PdfWord]:
     import pdfplumber
 
     words: list[PdfWord] = []
-    wanted = set(pages) if pages is not None else None
     with pdfplumber.open(str(path)) as pdf:
-        for number, page in enumerate(pdf.pages, start=1):
-            if wanted is not None and number not in wanted:
-                continue
+        for number in pages:
+            page = pdf.pages[number - 1]
             for word in page.extract_words(extra_attrs=["fontname", "size"]):
                 words.append(
                     PdfWord(
