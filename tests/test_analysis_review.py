@@ -137,6 +137,20 @@ def test_review_is_stored_versioned_audited_and_survives_a_restart(
     assert ("update", "analysis_review", analysis["id"], "success") in events
     assert ("read", "analysis_review", analysis["id"], "success") in events
 
+    # Each review version leaves for the cloud with the analysis's random id, nothing else.
+    from appliance.outbox import stream_entries
+
+    replicated = [
+        e.payload
+        for e in stream_entries(platform.store.db, "analyses")
+        if e.kind == "analysis.review"
+    ]
+    assert [r["version"] for r in replicated] == [1, 2, 3]
+    assert {r["analysis_id"] for r in replicated} == {analysis["id"]}
+    assert replicated[-1]["proposals"] == ["Bilan rénal"]
+    assert replicated[-1]["decisions"][0]["decision"] == "edited"
+    assert "user-test" not in json.dumps(replicated)
+
 
 def test_review_errors_are_problem_details(
     client: Any, auth: dict[str, str], token_for: Any, platform: Platform

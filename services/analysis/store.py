@@ -34,6 +34,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 OUTBOX_STREAM = "analyses"
 OUTBOX_KIND = "analysis.result"
+REVIEW_KIND = "analysis.review"
 
 
 def new_id() -> str:
@@ -102,17 +103,39 @@ def update_review(
 
     Read and append happen in one write transaction, so two decisions made at the same time
     on the same analysis both land (one after the other) instead of one erasing the other.
+    The new version is enqueued for replication in the same transaction: the pharmacist's
+    decisions are part of the clinical record the cloud keeps, next to the analysis.
     """
     with store.write() as db:
         latest = REVIEWS.get(db, analysis_id)
         current = latest.entity if latest is not None else AnalysisReview(analysis_id=analysis_id)
-        return REVIEWS.append(
+        saved = REVIEWS.append(
             db,
             analysis_id,
             change(current),
             actor=actor,
             expected_version=latest.version if latest is not None else 0,
         )
+        enqueue(
+            db,
+            stream=OUTBOX_STREAM,
+            kind=REVIEW_KIND,
+            payload=review_replication_payload(saved),
+            idempotency_key=f"{REVIEW_KIND}:{analysis_id}:{saved.version}",
+        )
+        return saved
+
+
+def review_replication_payload(saved: Versioned[AnalysisReview]) -> dict[str, Any]:
+    """One review version as it leaves the appliance: tied to the analysis by its random id
+    only (the analysis record carries the patient's pseudonym), never to the patient."""
+    return {
+        "analysis_id": saved.entity.analysis_id,
+        "version": saved.version,
+        "recorded_at": saved.recorded_at.isoformat(),
+        "decisions": msgspec.to_builtins(list(saved.entity.decisions)),
+        "proposals": msgspec.to_builtins(list(saved.entity.proposals)),
+    }
 
 
 def review_view(analysis_id: str, item: Versioned[AnalysisReview] | None) -> ReviewView:
