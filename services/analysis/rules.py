@@ -109,7 +109,7 @@ class NotEncoded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class StoppStartFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     version: str
     source: str
-    criterion: tuple[Criterion, ...]
+    criterion: tuple[Criterion, ...] = ()
     not_encoded: tuple[NotEncoded, ...] = ()
 
 
@@ -224,7 +224,7 @@ class RuleSet:
         ids = [c.id for c in stopp_start.criterion] + [n.id for n in stopp_start.not_encoded]
         dupes = {i for i in ids if ids.count(i) > 1}
         if dupes:
-            raise RuleError(f"stopp_start.toml: duplicate ids {sorted(dupes)}")
+            raise RuleError(f"stopp_start.toml + start.toml: duplicate ids {sorted(dupes)}")
         known = set(ids)
         self.same_finding_as = {
             c.id: c.same_finding_as for c in stopp_start.criterion if c.same_finding_as
@@ -300,11 +300,26 @@ class RuleSet:
         }
 
 
+def merge_criteria(*files: StoppStartFile) -> StoppStartFile:
+    """One rule set from several criteria files (``stopp_start.toml``, then ``start.toml``):
+    the lists are concatenated, not deduplicated, so an id in two files stays a load error;
+    the version names every file's, so a stored analysis says which encodings it used."""
+    return msgspec.structs.replace(
+        files[0],
+        version="+".join(f.version for f in files),
+        criterion=tuple(c for f in files for c in f.criterion),
+        not_encoded=tuple(n for f in files for n in f.not_encoded),
+    )
+
+
 @cache
 def load() -> RuleSet:
     """The bundled rules, validated and compiled once per process."""
     return RuleSet(
-        _decode("stopp_start.toml", StoppStartFile),
+        merge_criteria(
+            _decode("stopp_start.toml", StoppStartFile),
+            _decode("start.toml", StoppStartFile),
+        ),
         _decode("acb.toml", AcbFile),
         _decode("renal.toml", RenalFile),
         _decode("redundancy.toml", RedundancyFile),
