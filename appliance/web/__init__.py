@@ -18,6 +18,7 @@ from litestar.params import FromPath
 from litestar.static_files import create_static_files_router
 
 from appliance.web.auth import AUTH_HANDLERS, OPEN
+from appliance.web.billing import BILLING_HANDLERS
 from appliance.web.core import EXCEPTION_HANDLERS, STATIC_DIR, UI, WebSessionMiddleware
 from appliance.web.documents import DOCUMENT_HANDLERS
 from appliance.web.imports import IMPORT_HANDLERS
@@ -57,6 +58,7 @@ def web_router() -> Router:
         *PAGE_HANDLERS,
         *DOCUMENT_HANDLERS,
         *IMPORT_HANDLERS,
+        *BILLING_HANDLERS,
         vendor,
         static,
     ]

@@ -19,6 +19,7 @@ from litestar.params import Parameter
 
 from appliance.security import requires
 from appliance.web.backend import Api, ApiError
+from appliance.web.billing import cycle_billing
 from appliance.web.core import (
     SEVERITY_FR,
     UI,
@@ -487,6 +488,7 @@ async def bpm_cycle(request: Request[Any, Any, Any], cycle_id: PathUUID) -> Resp
         anniversary=anniversary.isoformat(),
         today=today(),
         review=review,
+        billing=await cycle_billing(request, cycle),
     )
 
 
