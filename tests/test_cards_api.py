@@ -23,7 +23,12 @@ from appliance.platform import Platform
 from drivers.cps_vitale.virtual import VirtualCard, parse_card
 from services.cards import PLUGIN as CARDS
 from services.identity import PLUGINS as IDENTITY
-from services.identity.cards import register_card_authenticator
+from services.identity.cards import (
+    DEVICE_COOKIE,
+    device_hash,
+    register_card_authenticator,
+    terminal_id,
+)
 from services.patients import PLUGIN as PATIENTS
 from services.workstations import PLUGIN as WORKSTATIONS
 from tests.conftest import hygie_env
@@ -40,6 +45,7 @@ from tests.identity_support import (
 )
 from tests.test_cards import JEANNE, LEO, READER, Inserted, vitale
 from tests.test_cards import vpcd_port as vpcd_port  # the module's pcscd fixture
+from tests.test_web_routes import csrf_of, signed_in
 
 CPS_RPPS = rpps(4242)
 
@@ -196,3 +202,104 @@ def test_patient_found_or_created_from_the_card(client: TestClient[Any], vpcd_po
     assert record["identity"]["nir"] == LEO["nir"]
     assert record["identity"]["status"] == "provisional"
     assert ("create", patient_id, "success") in audit_actions(app_platform(client))
+
+
+READER_2 = "Virtual PCD 00 01"
+
+
+def test_terminal_workstation_routes_reads_and_cps_login(
+    client: TestClient[Any], vpcd_port: int
+) -> None:
+    """Two counters, two readers: a request from the terminal of « comptoir-2 » (its
+    ``hygie_device`` cookie, shown on the login page) reads « 00 01 »; a terminal without a
+    workstation keeps the default ``cards_reader`` (« 00 00 »)."""
+    first = start(client)  # this browser's terminal cookie, set by the login page
+    device = client.cookies.get(DEVICE_COOKIE)
+    terminal = device_hash(device)
+    assert terminal is not None
+    here = terminal_id(terminal)
+    assert f'<code id="terminal-id">{here}</code>' in first.page.text
+    admin = token(client, "workstations:read", "workstations:write")
+    for code, reader, on in (("comptoir-1", READER, None), ("comptoir-2", READER_2, here)):
+        body = {"code": code, "label": code, "card_reader": reader, "terminal": on}
+        created = client.post("/api/workstations/", json=body, headers=admin)
+        assert created.status_code == 201, created.text
+        assert created.json()["terminal"] == on
+    clash = {"code": "comptoir-3", "label": "x", "terminal": here}
+    assert client.post("/api/workstations/", json=clash, headers=admin).status_code == 409
+    elsewhere = {"Cookie": f"{DEVICE_COOKIE}={'b' * 43}"}  # another, unbound terminal
+    headers = token(client, "cards:read")
+    with Inserted(vpcd_port, vitale(JEANNE)), Inserted(vpcd_port + 1, vitale(LEO)):
+        mine = client.post("/api/v1/cards/read", json={}, headers=headers).json()
+        assert (mine["reader"], mine["beneficiaries"][0]["nir"]) == (READER_2, LEO["nir"])
+        other = client.post("/api/v1/cards/read", json={}, headers={**headers, **elsewhere})
+        assert (other.json()["reader"], other.json()["beneficiaries"][0]["nir"]) == (
+            READER,
+            JEANNE["nir"],
+        )
+        asked = client.post("/api/v1/cards/read", json={"reader": READER}, headers=headers)
+        assert asked.json()["reader"] == READER  # an explicit reader wins
+        both = token(client, "cards:read", "patients:write")
+        made = client.post("/api/v1/cards/patients", json={}, headers=both)
+        assert made.status_code == 200, made.text
+        record = client.get(
+            f"/api/v1/patients/{made.json()['patient_id']}",
+            headers=token(client, "patients:read"),
+        )
+        assert record.json()["identity"]["nir"] == LEO["nir"]
+    platform = app_platform(client)
+    holder = rpps(4343)
+    user_id = make_user(platform, "claire.comptoir2", "pharmacien_titulaire", rpps_number=holder)
+    card = parse_card(
+        "cps",
+        {
+            "holder": {
+                "surname": "DURAND",
+                "first_name": "CLAIRE",
+                "rpps": holder,
+                "profession": "Pharmacien",
+            },
+            "pin": "1234",
+        },
+    )
+    with Inserted(vpcd_port, vitale(JEANNE)), Inserted(vpcd_port + 1, card):
+        auth = start(client)
+        answer = submit(client, auth, method="cps", pin="1234")
+        tokens = exchange(client, code_from(answer), auth.verifier)
+        assert tokens.status_code == 200, tokens.text
+        assert platform.tokens is not None
+        assert platform.tokens.verify(tokens.json()["access_token"]).subject == user_id
+        # The same login from an unbound terminal opens the default reader: a Vitale there.
+        kept = next(c for c in client.cookies.jar if c.name == DEVICE_COOKIE)
+        client.cookies.delete(DEVICE_COOKIE)
+        try:
+            auth = start(client)
+            assert client.cookies.get(DEVICE_COOKIE) not in (None, device)
+            refused = submit(client, auth, method="cps", pin="1234")
+        finally:
+            client.cookies.delete(DEVICE_COOKIE)
+            client.cookies.jar.set_cookie(kept)
+    assert refused.status_code == 403
+    assert "Insérez votre carte CPS" in refused.text
+    # The counter UI forwards its terminal cookie to the API: « Lire la carte Vitale » on the
+    # browser of comptoir-2 reads « 00 01 ».
+    make_user(platform, "anne.ui", "pharmacien_titulaire", display_name="Anne UI")
+    browser = signed_in(client.app, "anne.ui")
+    try:
+        terminal = device_hash(browser.cookies.get(DEVICE_COOKIE))
+        assert terminal is not None
+        body = {"expected_version": 1, "label": "comptoir-2", "card_reader": READER_2}
+        body["terminal"] = terminal_id(terminal)
+        moved = client.put("/api/workstations/comptoir-2", json=body, headers=admin)
+        assert moved.status_code == 200, moved.text
+        with Inserted(vpcd_port, vitale(JEANNE)), Inserted(vpcd_port + 1, vitale(LEO)):
+            page = browser.post(
+                "/ui/cards/vitale",
+                data={"csrf_token": csrf_of(browser)},
+                headers={"HX-Request": "true"},
+            )
+    finally:
+        browser.__exit__(None, None, None)
+    assert page.status_code == 200, page.text
+    assert "LÉO" in page.text
+    assert "JEANNE" not in page.text

@@ -15,6 +15,7 @@ import httpx
 from litestar import Request
 
 from appliance.request_id import REQUEST_ID_HEADER
+from services.identity.cards import DEVICE_COOKIE, valid_device
 
 INTERNAL_BASE = "http://hygie.internal"
 TIMEOUT_S = 300.0
@@ -90,8 +91,16 @@ class Api:
         self.token = token
         self.client_addr = client_address(request)
         self.request_id = str(request.scope.get("state", {}).get("request_id", "")) or None
+        # The terminal's cookie goes with each call, so that card reads use the reader of
+        # this terminal's workstation (docs/cards.md); nothing else of the browser's.
+        device = request.cookies.get(DEVICE_COOKIE, "")
+        self.device = device if valid_device(device) else None
 
     async def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self.device is not None:
+            headers = dict(kwargs.get("headers") or {})
+            headers["Cookie"] = f"{DEVICE_COOKIE}={self.device}"
+            kwargs["headers"] = headers
         return await call_app(
             self.app,
             method,

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import Parameter
@@ -22,6 +22,7 @@ from appliance.keys import SecretError
 from appliance.platform import Platform
 from appliance.problems import Problem
 from appliance.security import requires
+from appliance.store import Store
 from drivers.cps_vitale import CardError, CardTimeout, CpsCard, VitaleCard, list_readers
 from drivers.cps_vitale.errors import NoCard, UnknownCard
 from services.cards import logic
@@ -38,7 +39,7 @@ from services.cards.models import (
     ReadRequest,
     VitaleView,
 )
-from services.identity.cards import register_card_authenticator
+from services.identity.cards import DEVICE_COOKIE, device_hash, register_card_authenticator
 from services.patients import PatientCrypto, patient_crypto
 
 CRYPTO_STATE_KEY = "cards_patients_crypto"
@@ -46,6 +47,15 @@ CRYPTO_STATE_KEY = "cards_patients_crypto"
 
 def card_problem(error: CardError) -> Problem:
     return Problem(409, f"card-{error.code}", error.message, extra={"card_error": error.code})
+
+
+def _reader(request: Request[Any, Any, Any], platform: Platform, asked: str | None) -> str | None:
+    """The reader asked for, else that of the calling terminal's workstation, else the
+    default (``cards_reader`` or the first reader holding a card)."""
+    if asked is not None:
+        return asked
+    terminal = device_hash(request.cookies.get(DEVICE_COOKIE))
+    return logic.terminal_reader(platform.settings, platform.store, terminal)
 
 
 def _crypto(state: State, platform: Platform) -> PatientCrypto | None:
@@ -113,8 +123,16 @@ class CardsController(Controller):
         # built without it removes a registration left by another one (tests build many).
         settings = owner.state.get("settings") if hasattr(owner, "state") else None
         if settings is not None:
+            state = owner.state
+
+            def store() -> Store | None:
+                platform = state.get("platform")
+                return platform.store if isinstance(platform, Platform) else None
+
             enabled = settings.cards_cps_login
-            register_card_authenticator(logic.CpsPinAuthenticator(settings) if enabled else None)
+            register_card_authenticator(
+                logic.CpsPinAuthenticator(settings, store=store) if enabled else None
+            )
 
     @get("/readers", guards=[requires("cards:read")], sync_to_thread=True)
     def readers(self, platform: NamedDependency[Platform]) -> ReadersView:
@@ -140,11 +158,14 @@ class CardsController(Controller):
         audit: NamedDependency[AuditLog],
         ctx: NamedDependency[RequestContext],
         state: State,
+        request: Request[Any, Any, Any],
     ) -> VitaleView | CpsView:
         """Read the card now in the reader: a Vitale's beneficiaries (audited, with the
-        matching patient record and a pre-filled form) or a CPS's public identity."""
+        matching patient record and a pre-filled form) or a CPS's public identity. Without
+        ``reader``, the reader of the calling terminal's workstation, else the default."""
+        reader = _reader(request, platform, data.reader)
         try:
-            card = logic.read(platform.settings, data.reader, timeout_s=0)
+            card = logic.read(platform.settings, reader, timeout_s=0)
         except CardTimeout as exc:
             raise card_problem(NoCard(detail=exc.detail)) from exc
         except CardError as exc:
@@ -192,11 +213,14 @@ class CardsController(Controller):
         audit: NamedDependency[AuditLog],
         ctx: NamedDependency[RequestContext],
         state: State,
+        request: Request[Any, Any, Any],
     ) -> PatientFromCardView:
         """Read the Vitale card now in the reader and find the patient record of one of its
-        beneficiaries by NIR, or create a provisional one from the card (audited)."""
+        beneficiaries by NIR, or create a provisional one from the card (audited). The reader
+        is chosen as for ``POST /read``."""
+        reader = _reader(request, platform, data.reader)
         try:
-            card = logic.read(platform.settings, data.reader, timeout_s=0)
+            card = logic.read(platform.settings, reader, timeout_s=0)
         except CardTimeout as exc:
             raise card_problem(NoCard(detail=exc.detail)) from exc
         except CardError as exc:

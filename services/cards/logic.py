@@ -42,10 +42,11 @@ from drivers.cps_vitale import (
 )
 from drivers.cps_vitale import open_signer as _open_signer
 from drivers.cps_vitale.errors import UnknownCard
-from services.identity.cards import CardLoginError
+from services.identity.cards import CardLoginError, terminal_id
 from services.patients import PatientCrypto, PatientRejected, find_patient, save_patient
 from services.patients.logic import compact, nir_problem
 from services.patients.models import Identity, Patient
+from services.workstations import card_reader_of_terminal
 
 
 def card_config(settings: Settings) -> CardConfig:
@@ -71,6 +72,17 @@ def open_signer(settings: Settings, reader: str | None = None) -> Iterator[CpsSi
         card_config(settings),
     ) as signer:
         yield signer
+
+
+def terminal_reader(settings: Settings, store: Store | None, terminal: str | None) -> str | None:
+    """The reader for a request from ``terminal`` (the device hash of the identity service):
+    the ``card_reader`` of the workstation on that terminal, else ``cards_reader`` (None:
+    the first reader holding a card)."""
+    if store is not None and terminal is not None:
+        routed = card_reader_of_terminal(store, terminal_id(terminal))
+        if routed is not None:
+            return routed
+    return settings.cards_reader
 
 
 def check_nirs(card: VitaleCard) -> VitaleCard:
@@ -252,12 +264,20 @@ class CpsPinAuthenticator:
     signs a random challenge that is checked against its certificate (a card that merely
     shows someone's public certificate cannot pass), and the certificate must be issued by a
     CA of ``cards_cps_trust_roots`` (required in prod). Only then is the RPPS returned. The
-    reader is ``cards_reader`` or the first one holding a card: one CPS reader per appliance.
+    reader is that of the workstation on the login page's terminal (:func:`terminal_reader`),
+    else ``cards_reader``, else the first one holding a card.
     """
 
-    def __init__(self, settings: Settings, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        timeout_s: float = 2.0,
+        store: Callable[[], Store | None] | None = None,
+    ) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
+        # The app's store once it is open (the authenticator is registered before startup).
+        self.store = store
 
     def authenticate(self, terminal: str) -> str | None:
         """Without a PIN no card login is possible."""
@@ -272,7 +292,9 @@ class CpsPinAuthenticator:
                 "ne sont pas configurés (cards_cps_trust_roots)."
             )
         try:
-            with _open_signer(settings.cards_reader, self.timeout_s, card_config(settings)) as cps:
+            store = self.store() if self.store is not None else None
+            reader = terminal_reader(settings, store, terminal)
+            with _open_signer(reader, self.timeout_s, card_config(settings)) as cps:
                 certificate = cps.certificate()
                 issuer_problem = untrusted_certificate(certificate, roots)
                 if issuer_problem is not None:
@@ -345,4 +367,5 @@ __all__ = [
     "open_signer",
     "patient_form",
     "read",
+    "terminal_reader",
 ]

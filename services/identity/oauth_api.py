@@ -28,7 +28,14 @@ from appliance.security.ratelimit import AUTH_CATEGORY, RATE_LIMIT_OPT
 from services.identity import store as repo
 from services.identity.accounts import Accounts, Actor, LoginResult
 from services.identity.api import IDENTITY_DEPENDENCIES
-from services.identity.cards import CardLoginError, PinCardAuthenticator, card_authenticator
+from services.identity.cards import (
+    DEVICE_COOKIE,
+    CardLoginError,
+    PinCardAuthenticator,
+    card_authenticator,
+    terminal_id,
+    valid_device,
+)
 from services.identity.federation import Federation, FederationError
 from services.identity.oauth import (
     AuthorizationServer,
@@ -38,7 +45,6 @@ from services.identity.oauth import (
     TokenForm,
 )
 
-DEVICE_COOKIE = "hygie_device"
 DEVICE_COOKIE_MAX_AGE = 400 * 86_400
 LOGIN_OPT = {**PUBLIC, RATE_LIMIT_OPT: AUTH_CATEGORY}
 NO_AUTH: list[dict[str, list[str]]] = [{}]
@@ -170,18 +176,19 @@ def _invalid_page_request(_: Request[Any, Any, Any], exc: Exception) -> Response
 
 
 def _device(request: Request[Any, Any, Any]) -> tuple[str, list[Cookie]]:
-    """This browser's id (a random value in a cookie) and the cookie to set if it is new."""
+    """This browser's id (a random value in a cookie) and the cookie that keeps it."""
     value = request.cookies.get(DEVICE_COOKIE, "")
-    if 32 <= len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value):
-        return value, []
-    value = secrets.token_urlsafe(32)
+    if not valid_device(value):
+        value = secrets.token_urlsafe(32)
+    # Set again each time with path "/": a cookie of an older version (path "/oauth") then
+    # reaches the UI and the API too, which route card reads to the terminal's workstation.
     platform: Platform | None = request.app.state.get("platform")
     secure = bool(platform and platform.settings.issuer_url.startswith("https:"))
     cookie = Cookie(
         key=DEVICE_COOKIE,
         value=value,
         max_age=DEVICE_COOKIE_MAX_AGE,
-        path="/oauth",
+        path="/",
         httponly=True,
         secure=secure,
         samesite="lax",
@@ -217,6 +224,7 @@ def _login_page(
         pin_users=accounts.pin_candidates(device_hash),
         federation=federation.name if federation.enabled else None,
         cps=card_authenticator() is not None,
+        terminal=terminal_id(device_hash),
     )
 
 

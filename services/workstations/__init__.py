@@ -6,7 +6,7 @@ a Vitale or CPS insertion to the right screen.
 
 from appliance.plugin import ServicePlugin
 from services.workstations.api import WorkstationController
-from services.workstations.store import MIGRATIONS
+from services.workstations.store import MIGRATIONS, card_reader_of_terminal
 
 PLUGIN = ServicePlugin(
     name="workstations",
@@ -14,4 +14,4 @@ PLUGIN = ServicePlugin(
     migrations=MIGRATIONS,
 )
 
-__all__ = ["PLUGIN"]
+__all__ = ["PLUGIN", "card_reader_of_terminal"]

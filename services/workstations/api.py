@@ -34,6 +34,7 @@ def _view(item: Versioned[Workstation]) -> WorkstationView:
         label=entity.label,
         location=entity.location,
         card_reader=entity.card_reader,
+        terminal=entity.terminal,
         active=entity.active,
         version=item.version,
         recorded_at=item.recorded_at,
@@ -60,6 +61,9 @@ def _save(
     except repository.ReaderInUseError as exc:
         _audit(audit, ctx, action, workstation.code, "conflict")
         raise Problem(409, "reader-in-use", str(exc)) from exc
+    except repository.TerminalInUseError as exc:
+        _audit(audit, ctx, action, workstation.code, "conflict")
+        raise Problem(409, "terminal-in-use", str(exc)) from exc
     except VersionConflictError:
         _audit(audit, ctx, action, workstation.code, "conflict")
         raise

@@ -13,6 +13,7 @@ def from_create(body: WorkstationCreate) -> Workstation:
         label=body.label.strip(),
         location=body.location.strip(),
         card_reader=body.card_reader.strip() if body.card_reader else None,
+        terminal=body.terminal,
         active=body.active,
     )
 
@@ -23,6 +24,7 @@ def from_update(code: str, body: WorkstationUpdate) -> Workstation:
         label=body.label.strip(),
         location=body.location.strip(),
         card_reader=body.card_reader.strip() if body.card_reader else None,
+        terminal=body.terminal,
         active=body.active,
     )
 
@@ -41,4 +43,24 @@ def reader_conflict(candidate: Workstation, others: Iterable[Workstation]) -> st
             and other.card_reader == candidate.card_reader
         ):
             return other.code
+    return None
+
+
+def terminal_conflict(candidate: Workstation, others: Iterable[Workstation]) -> str | None:
+    """A terminal is one counter: two active workstations on it would make its card reader
+    ambiguous. Returns the code of the other active workstation on the terminal, if any."""
+    if not candidate.active or candidate.terminal is None:
+        return None
+    for other in others:
+        if other.code != candidate.code and other.active and other.terminal == candidate.terminal:
+            return other.code
+    return None
+
+
+def reader_of_terminal(terminal: str, workstations: Iterable[Workstation]) -> str | None:
+    """The card reader of the active workstation on ``terminal`` (None: no such workstation,
+    or one without a reader)."""
+    for workstation in workstations:
+        if workstation.active and workstation.terminal == terminal:
+            return workstation.card_reader
     return None

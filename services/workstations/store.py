@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from appliance.store import Migration, Store, Versioned, VersionedTable
-from services.workstations.logic import reader_conflict
+from services.workstations.logic import reader_conflict, reader_of_terminal, terminal_conflict
 from services.workstations.models import Workstation
 
 COMPONENT = "workstations"
@@ -19,6 +19,12 @@ class ReaderInUseError(Exception):
         self.other = other
 
 
+class TerminalInUseError(Exception):
+    def __init__(self, terminal: str, other: str) -> None:
+        super().__init__(f"terminal '{terminal}' is already attached to workstation '{other}'")
+        self.other = other
+
+
 def save(
     store: Store, workstation: Workstation, *, actor: str, expected_version: int
 ) -> Versioned[Workstation]:
@@ -29,6 +35,10 @@ def save(
         if other is not None:
             assert workstation.card_reader is not None
             raise ReaderInUseError(workstation.card_reader, other)
+        other = terminal_conflict(workstation, others)
+        if other is not None:
+            assert workstation.terminal is not None
+            raise TerminalInUseError(workstation.terminal, other)
         return TABLE.append(
             db, workstation.code, workstation, actor=actor, expected_version=expected_version
         )
@@ -44,3 +54,9 @@ def history(store: Store, code: str) -> list[Versioned[Workstation]]:
 
 def list_current(store: Store, *, limit: int, offset: int) -> list[Versioned[Workstation]]:
     return TABLE.current(store.db, limit=limit, offset=offset)
+
+
+def card_reader_of_terminal(store: Store, terminal: str) -> str | None:
+    """The card reader of the workstation on ``terminal`` (its short id), if one is set."""
+    current = TABLE.current(store.db, limit=MAX_WORKSTATIONS)
+    return reader_of_terminal(terminal, (item.entity for item in current))
