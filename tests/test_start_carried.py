@@ -1,10 +1,19 @@
-"""START criteria of ``data/start.toml``: merged into the rule set by ``rules.load()``."""
+"""START criteria of ``data/start.toml``: merged into the rule set by ``rules.load()``, and the
+condition types they brought (a sex, a threshold for some conditions only, a second
+condition group, a criterion on a lab alone)."""
 
 from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
+from services.analysis import parse_bundle
+from services.analysis.logic import analyze
 from services.analysis.rules import (
     RuleError,
     RuleSet,
@@ -12,7 +21,9 @@ from services.analysis.rules import (
     _decode,
     load,
     merge_criteria,
+    status_markdown,
 )
+from services.medications import current_thesaurus
 
 
 def test_start_toml_is_merged_into_the_rule_set() -> None:
@@ -39,3 +50,107 @@ def test_an_id_in_both_files_is_a_load_error() -> None:
             rules.redundancy,
             rules.adherence,
         )
+
+
+# ---------------------------------------------------------------- condition types of start.toml
+VIGNETTES = Path(__file__).parent / "fixtures" / "vignettes"
+THESAURUS = current_thesaurus(None)
+
+
+def _case(name: str) -> dict[str, Any]:
+    return json.loads((VIGNETTES / f"{name}.json").read_text())["bundle"]  # type: ignore[no-any-return]
+
+
+def _run(bundle: dict[str, Any]) -> Any:
+    return analyze(parse_bundle(bundle, today=date(2026, 1, 15)), THESAURUS)
+
+
+def _rules(result: Any) -> set[str]:
+    return {f.rule for f in result.findings}
+
+
+def test_a_criterion_for_one_sex_is_not_evaluated_when_the_sex_is_unknown() -> None:
+    bundle = _case("start3-g2-prostatism-untreated")
+    assert "START v3 G2" in _rules(_run(bundle))
+    patient = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    del patient["gender"]
+    result = _run(bundle)
+    assert "START v3 G2" not in _rules(result)
+    reported = {n.rule: n.missing for n in result.not_evaluated}
+    assert reported["START v3 G2"] == ["sexe (Patient.gender)"]
+    patient["gender"] = "female"
+    result = _run(bundle)
+    assert "START v3 G2" not in _rules(result)
+    assert "START v3 G2" not in {n.rule for n in result.not_evaluated}
+
+
+def test_a_threshold_for_diabetics_applies_to_diabetics_only() -> None:
+    diabetic = _run(_case("start3-a4-diabetic-threshold"))
+    finding = next(f for f in diabetic.findings if f.rule == "START v3 A4")
+    assert [c["icd10"] for c in finding.evidence["conditions"]] == ["E11"]
+    assert [lab["value"] for lab in finding.evidence["labs"]] == [150.0]
+    assert finding.atc == ["C07", "C08", "C09", "C03A", "C03EA"]
+    bundle = _case("start3-a4-diabetic-threshold")
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Condition"]
+    assert "START v3 A4" not in _rules(_run(bundle))  # 150 mmHg: below 160 without diabetes
+
+
+def test_a_criterion_on_a_lab_says_when_the_lab_is_missing_once() -> None:
+    bundle = _case("start3-a4-diabetic-threshold")
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Observation"]
+    result = _run(bundle)
+    assert "START v3 A4" not in _rules(result)
+    reported = {n.rule: n.missing for n in result.not_evaluated}
+    assert reported["START v3 A4"] == ["LOINC 8480-6 (moins de 90 jours)"]
+    treated = _run(_case("start3-a4-treated-negative"))
+    assert "START v3 A4" not in {n.rule for n in treated.not_evaluated}
+
+
+def test_every_condition_group_must_be_present() -> None:
+    both = _run(_case("start3-d2-diverticulosis-constipation"))
+    finding = next(f for f in both.findings if f.rule == "START v3 D2")
+    assert sorted(c["icd10"] for c in finding.evidence["conditions"]) == ["K573", "K590"]
+    bundle = _case("start3-d2-diverticulosis-constipation")
+    for entry in bundle["entry"]:
+        coding = entry["resource"].get("code", {}).get("coding", [{}])[0]
+        if coding.get("code") == "K573":
+            coding["code"] = "K590"  # constipation alone
+    assert "START v3 D2" not in _rules(_run(bundle))
+
+
+def test_the_status_table_shows_the_new_condition_types() -> None:
+    table = status_markdown(load())
+    row = {line.split(" | ")[0]: line for line in table.splitlines()}
+    assert "sex male" in row["| START v3 G2"]
+    assert "with ICD-10 K590" in row["| START v3 D2"]
+    assert "8480-6 > 140 with ICD-10 E10/E11/E12/E13/E14" in row["| START v3 A4"]
+
+
+def test_a_criterion_with_nothing_to_evaluate_is_refused() -> None:
+    rules = load()
+    main = _decode("stopp_start.toml", StoppStartFile)
+    empty = msgspec.structs.replace(
+        next(c for c in main.criterion if c.kind == "start"), id="START v3 Z9", conditions=()
+    )
+    with pytest.raises(RuleError, match="nothing to evaluate"):
+        RuleSet(
+            merge_criteria(main, StoppStartFile(version="t", source="s", criterion=(empty,))),
+            rules.acb,
+            rules.renal,
+            rules.redundancy,
+            rules.adherence,
+        )
+
+
+def test_every_start_toml_criterion_has_a_positive_and_a_negative_vignette() -> None:
+    extra = _decode("start.toml", StoppStartFile)
+    cases = [json.loads(p.read_text()) for p in sorted(VIGNETTES.glob("start3-*.json"))]
+    for crit in extra.criterion:
+        wanted = ["start", crit.id]
+        assert any(wanted in c["expect"] for c in cases), crit.id
+        assert any(wanted in c["absent"] for c in cases), crit.id
+    for item in extra.not_encoded:
+        assert item.reason, item.id
+        assert item.doubt, item.id

@@ -885,6 +885,11 @@ def _holds(value: float, test: LabTest) -> bool:
     }[test.op]
 
 
+def _applies(test: LabTest, ctx: _Context) -> bool:
+    """A threshold given for some conditions only (``if_conditions``) applies to this patient."""
+    return not test.if_conditions or any(c.startswith(test.if_conditions) for c in ctx.icd)
+
+
 def _lab_name(test: LabTest) -> str:
     if test.code == "renal":
         return "fonction rénale (créatinine avec poids, âge et sexe, ou DFG)"
@@ -907,7 +912,11 @@ def evaluate_criterion(
         return None
     if crit.conditions and not any(c.startswith(crit.conditions) for c in ctx.icd):
         return None
+    if any(not any(c.startswith(group) for c in ctx.icd) for group in crit.also_conditions):
+        return None
     if crit.without_conditions and any(c.startswith(crit.without_conditions) for c in ctx.icd):
+        return None
+    if crit.sex is not None and record.sex is not None and record.sex != crit.sex:
         return None
     confidence = 0.9 if crit.status == "encoded" else 0.7
     wanted, excluded = crit.drugs, crit.except_drugs
@@ -951,9 +960,15 @@ def evaluate_criterion(
             return None
     if any(_starts(c, crit.without_conditions) for c in ctx.icd):
         return None
+    for group in crit.also_conditions:
+        conditions.extend(c for c in ctx.icd if _starts(c, group) and c not in conditions)
+    if crit.sex is not None and record.sex is None:
+        return NotEvaluated(rule=crit.id, missing=["sexe (Patient.gender)"])
     labs: list[dict[str, Any]] = []
     missing: list[str] = []
     for test in crit.labs:
+        if not _applies(test, ctx):
+            continue
         found = ctx.lab(test)
         if found is None:
             missing.append(_lab_name(test))
@@ -968,13 +983,18 @@ def evaluate_criterion(
         also.extend(p for p in partners if p not in also)
         alternative.extend(d.atc for d in partners if d.atc)
     if crit.labs_any:
-        results = [(test, ctx.lab(test)) for test in crit.labs_any]
+        results = [(test, ctx.lab(test)) for test in crit.labs_any if _applies(test, ctx)]
         hits = [f for t, f in results if f is not None and _holds(f[0], t)]
+        for test, found in results:
+            if found is not None and _holds(found[0], test):
+                conditions.extend(
+                    c for c in ctx.icd if _starts(c, test.if_conditions) and c not in conditions
+                )
         if not hits and not alternative:
             unknown = [_lab_name(t) for t, f in results if f is None]
             if not unknown:
                 return None
-            missing.extend(unknown)
+            missing.extend(u for u in dict.fromkeys(unknown) if u not in missing)
         labs.extend(h[1] for h in hits)
     if missing:
         return NotEvaluated(rule=crit.id, missing=missing)

@@ -33,6 +33,9 @@ class LabTest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     op: Op
     value: float
     max_age_days: int = 365
+    if_conditions: tuple[str, ...] = ()
+    """ICD-10 prefixes: the threshold applies only to a patient with one of them (e.g. the
+    lower blood-pressure threshold of START A4 for diabetics); empty: to every patient."""
 
 
 class Criterion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -59,7 +62,12 @@ class Criterion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     also_drugs: tuple[tuple[str, ...], ...] = ()
     without_drugs: tuple[str, ...] = ()
     conditions: tuple[str, ...] = ()
+    also_conditions: tuple[tuple[str, ...], ...] = ()
+    """Groups of ICD-10 prefixes each of which must also be present (e.g. constipation
+    with diverticulosis, START D2)."""
     without_conditions: tuple[str, ...] = ()
+    sex: Literal["male", "female"] | None = None
+    """The criterion applies to this sex only (Patient.gender)."""
     labs: tuple[LabTest, ...] = ()
     labs_any: tuple[LabTest, ...] = ()
     or_conditions: tuple[str, ...] = ()
@@ -241,8 +249,8 @@ class RuleSet:
         for crit in stopp_start.criterion:
             if crit.status == "partial" and not crit.partial_reason:
                 raise RuleError(f"{crit.id}: a partial criterion must say what is not checked")
-            if not crit.drugs and not crit.conditions:
-                raise RuleError(f"{crit.id}: nothing to evaluate (no drugs, no conditions)")
+            if not (crit.drugs or crit.conditions or crit.labs or crit.labs_any):
+                raise RuleError(f"{crit.id}: nothing to evaluate (no drugs, conditions, labs)")
         for skipped in stopp_start.not_encoded:
             if not skipped.reason:
                 raise RuleError(f"{skipped.id}: a criterion not evaluated must say why")
@@ -338,6 +346,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _lab_text(test: LabTest) -> str:
+    text = f"{test.code} {test.op} {test.value:g}"
+    if test.if_conditions:
+        text += " with ICD-10 " + "/".join(test.if_conditions)
+    return text
+
+
 def _evaluated_from(crit: Criterion) -> str:
     parts: list[str] = []
     if crit.drugs:
@@ -349,12 +364,15 @@ def _evaluated_from(crit: Criterion) -> str:
         parts.append("without ATC " + ", ".join(crit.without_drugs))
     if crit.conditions:
         parts.append("ICD-10 " + ", ".join(crit.conditions))
+    parts.extend("with ICD-10 " + "/".join(group) for group in crit.also_conditions)
     if crit.without_conditions:
         parts.append("not ICD-10 " + ", ".join(crit.without_conditions))
+    if crit.sex:
+        parts.append(f"sex {crit.sex}")
     for test in crit.labs:
-        parts.append(f"{test.code} {test.op} {test.value:g}")
+        parts.append(_lab_text(test))
     if crit.labs_any:
-        arm = " or ".join(f"{t.code} {t.op} {t.value:g}" for t in crit.labs_any)
+        arm = " or ".join(_lab_text(t) for t in crit.labs_any)
         if crit.or_conditions:
             arm += " or ICD-10 " + ", ".join(crit.or_conditions)
         if crit.or_drugs:
