@@ -44,7 +44,10 @@ class Criterion(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     STOPP fires when a ``drugs`` prefix is present (or, with no ``drugs``, on conditions),
     every ``also_drugs`` group has a member, a ``conditions`` prefix is present (when
     listed), no ``without_drugs`` / ``without_conditions`` match, and the labs hold.
-    START fires on its ``conditions`` (or ``drugs``) when none of ``start_atc`` is taken.
+    START fires on its ``conditions`` (or ``drugs``, or with neither on its labs: then it is
+    a candidate for every patient) when none of ``start_atc`` is taken. Every
+    ``also_conditions`` group must have a member too; a criterion for one ``sex`` is not
+    evaluated when the record does not say the patient's.
     """
 
     id: str
