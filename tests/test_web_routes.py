@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 
 from appliance.security import declared_scopes
 from appliance.web.core import safe_next, session_cookie, session_store
-from appliance.web.pages import analysis_bundle, review_text, scanned_code
+from appliance.web.pages import review_text, scanned_code
 from appliance.web.sessions import PENDING_TTL_S, SessionStore
 from services.identity.roles import SCOPES
 from tests.identity_support import PASSWORD, app_platform, make_user, shared_client
@@ -398,55 +398,6 @@ def test_reviewed_analysis_in_words() -> None:
         "- [Non traitée] R3 : M3",
         "- [Proposition du pharmacien] P1",
     ]
-
-
-def test_analysis_input_takes_the_lines_of_active_prescriptions_as_statements() -> None:
-    coding = {"coding": [{"system": "http://www.whocc.no/atc", "code": "B01AA03"}]}
-    export = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [
-            {"resource": {"resourceType": "Patient", "id": "p"}},
-            {
-                "resource": {
-                    "resourceType": "MedicationRequest",
-                    "id": "rx1-0",
-                    "groupIdentifier": {"value": "rx1"},
-                    "medicationCodeableConcept": coding,
-                    "subject": {"reference": "Patient/p"},
-                    "authoredOn": "2026-11-05",
-                    "dosageInstruction": [{"text": "1 cp le soir"}, {"text": "autre"}],
-                }
-            },
-            {
-                "resource": {
-                    "resourceType": "MedicationRequest",
-                    "id": "rx0-0",
-                    "groupIdentifier": {"value": "rx0"},
-                    "medicationCodeableConcept": coding,
-                }
-            },
-        ],
-    }
-    bundle = analysis_bundle(export, {"rx1"})
-    assert bundle["type"] == "collection"
-    statements = [
-        e["resource"]
-        for e in bundle["entry"]
-        if e["resource"]["resourceType"] == "MedicationStatement"
-    ]
-    assert statements == [
-        {
-            "resourceType": "MedicationStatement",
-            "id": "from-request-rx1-0",
-            "status": "active",
-            "medicationCodeableConcept": coding,
-            "subject": {"reference": "Patient/p"},
-            "effectivePeriod": {"start": "2026-11-05"},
-            "dosage": [{"text": "1 cp le soir"}],
-        }
-    ]
-    assert len(bundle["entry"]) == 4  # everything exported is kept
 
 
 def test_analysis_review_is_stored_as_it_is_made_and_survives_a_restart(app: Any) -> None:

@@ -617,45 +617,13 @@ async def run_analysis(request: Request[Any, Any, Any], patient_id: PathUUID) ->
     """Export the record as FHIR, analyse it, show the findings to review."""
     form = await form_data(request)
     client = api(request)
+    # The export marks each prescription line active while its treatment runs, and the
+    # engine reads active MedicationRequests as treatments (services/analysis/fhir.py).
     bundle = await client.get(f"/api/v1/patients/{patient_id}/$everything")
-    active = await client.get(f"/api/v1/patients/{patient_id}/prescriptions", active_only="true")
-    bundle = analysis_bundle(bundle, {str(rx["id"]) for rx in active or []})
     result = await client.post("/api/v1/analyses", bundle)
     cycle = str(form.get("cycle_id") or "")
     query = f"?patient_id={patient_id}" + (f"&cycle_id={cycle}" if cycle else "")
     return redirect(f"{UI}/analyses/{result['id']}{query}", request)
-
-
-def analysis_bundle(export: Any, active_prescriptions: set[str]) -> dict[str, Any]:
-    """The analysis input from the patient's FHIR export.
-
-    The export lists prescription lines as ``MedicationRequest``; the analysis engine reads
-    what the patient takes as ``MedicationStatement`` (docs/analysis.md). Each line of a
-    prescription whose treatment is not over (the prescriptions service's ``active_only``)
-    becomes an active statement with the same coding, start (``authoredOn``) and first
-    dosage; everything else is passed as exported.
-    """
-    entries = list(export.get("entry") or []) if isinstance(export, dict) else []
-    statements: list[dict[str, Any]] = []
-    for entry in entries:
-        resource = entry.get("resource") or {}
-        group = (resource.get("groupIdentifier") or {}).get("value")
-        if resource.get("resourceType") != "MedicationRequest" or group not in active_prescriptions:
-            continue
-        statement: dict[str, Any] = {
-            "resourceType": "MedicationStatement",
-            "id": f"from-request-{resource.get('id', len(statements))}",
-            "status": "active",
-            "medicationCodeableConcept": resource.get("medicationCodeableConcept"),
-            "subject": resource.get("subject"),
-        }
-        if resource.get("authoredOn"):
-            statement["effectivePeriod"] = {"start": resource["authoredOn"]}
-        if resource.get("dosageInstruction"):
-            statement["dosage"] = resource["dosageInstruction"][:1]
-        statements.append({"resource": statement})
-    base = export if isinstance(export, dict) else {"resourceType": "Bundle"}
-    return {**base, "type": "collection", "entry": entries + statements}
 
 
 def _grouped(findings: list[dict[str, Any]]) -> list[tuple[str, list[tuple[int, dict[str, Any]]]]]:
