@@ -1012,7 +1012,8 @@ def evaluate_criterion(
     if conditions:
         evidence["conditions"] = [
             {"icd10": c.code, "onset": c.onset.isoformat() if c.onset else None}
-            for c in record.conditions
+            # in code order: two condition groups (also_conditions) must not follow entry order
+            for c in sorted(record.conditions, key=lambda c: (c.code, c.onset or date.min))
             if c.code in conditions
         ]
     if labs:
