@@ -154,3 +154,34 @@ def test_every_start_toml_criterion_has_a_positive_and_a_negative_vignette() -> 
     for item in extra.not_encoded:
         assert item.reason, item.id
         assert item.doubt, item.id
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+V2_XML = SHARED / "stoppstart-v2-xml" / "stoppstart.xml"
+
+
+@pytest.mark.skipif(not V2_XML.exists(), reason="shared STOPP/START v2 XML not available")
+def test_every_code_of_start_toml_is_in_the_v2_algorithm_it_cites() -> None:
+    """No code invented: each ICD-10, ATC and LOINC code of a start.toml criterion is one of
+    the v2 XML algorithm named in its doubt ("(v2 A4)")."""
+    import xml.etree.ElementTree as ET
+
+    codes: dict[str, set[str]] = {}
+    for rule in ET.parse(V2_XML).getroot().findall("rule"):
+        found = codes.setdefault(rule.get("id", ""), set())
+        for term in rule.iter("terminology"):
+            found |= {(v.text or "").replace(".", "") for v in term.iter("value")}
+    extra = _decode("start.toml", StoppStartFile)
+    for crit in extra.criterion:
+        v2 = "START " + crit.doubt.split("(v2 ", 1)[1].split(")", 1)[0]
+        mine = {
+            *crit.drugs,
+            *crit.start_atc,
+            *crit.conditions,
+            *(c for group in crit.also_conditions for c in group),
+            *(t.code for t in (*crit.labs, *crit.labs_any)),
+            *(c for t in (*crit.labs, *crit.labs_any) for c in t.if_conditions),
+        }
+        assert mine <= codes[v2], (crit.id, sorted(mine - codes[v2]))
+    for item in extra.not_encoded:
+        assert "START " + item.doubt.split("(v2 ", 1)[1].split(")", 1)[0] in codes, item.id
