@@ -3,17 +3,22 @@ virtual Vitale and CPS cards plugged into it.
 
 The module starts its own pcscd (``pcscd -f -c <private reader.conf.d>``) when none runs, or
 uses the running one when it has the vpcd readers; it skips, saying why, only where pcscd or
-vpcd cannot run. The virtual cards are fresh per test (the CPS's PIN counter lives in it).
+vpcd cannot run. Its own pcscd runs in a private network namespace (only ``lo``): vpcd binds
+its ports on every interface, and there it has no interface but loopback. The virtual cards
+are fresh per test (the CPS's PIN counter lives in it).
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -49,6 +54,7 @@ from drivers.cps_vitale.apdu import encode_tlv, parse_tlv
 from drivers.cps_vitale.errors import InvalidCardData, InvalidPin, NoReader, PinRequired
 from drivers.cps_vitale.pcsc import error_for
 from drivers.cps_vitale.virtual import VirtualCard, VpcdLink, parse_card
+from drivers.cps_vitale.virtual.vpcd import CLONE_NEWNET
 from drivers.cps_vitale.vitale import match_beneficiaries, parse_identity_file
 from services.cards import logic
 
@@ -104,6 +110,34 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free pair of TCP ports")
 
 
+PCSCD_NETNS: list[str] = []
+"""``/proc/PID/ns/net`` of the tests' own pcscd when it runs in a private network namespace."""
+PCSCD_PID: list[int] = []
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def _private_network() -> None:
+    """In the forked child, before pcscd starts: a new network namespace with ``lo`` up."""
+    if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+    with socket.socket() as sock:
+        request = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack_from("h", fcntl.ioctl(sock, SIOCGIFFLAGS, request), 16)[0]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
+
+
+def _listening_ports(table: Path) -> set[tuple[str, int]]:
+    """(address, port) of the TCP sockets in LISTEN state of a ``/proc/.../net/tcp`` table."""
+    found = set()
+    for line in table.read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A":
+            address, port = local.split(":")
+            ip = socket.inet_ntoa(struct.pack("<I", int(address, 16)))
+            found.add((ip, int(port, 16)))
+    return found
+
+
 def _system_vpcd_port() -> int:
     text = SYSTEM_VPCD_CONF.read_text() if SYSTEM_VPCD_CONF.exists() else ""
     found = re.search(r"DEVICENAME\s+\S*:(0x[0-9A-Fa-f]+|[0-9]+)", text)
@@ -127,10 +161,15 @@ def vpcd_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         f"LIBPATH {VPCD_LIBRARY}\nCHANNELID 0x{port:X}\n"
     )
     log = conf.parent / "pcscd.log"
+    command = ["pcscd", "--foreground", "--config", str(conf)]
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            ["pcscd", "--foreground", "--config", str(conf)], stdout=out, stderr=out
-        )
+        try:
+            process = subprocess.Popen(command, stdout=out, stderr=out, preexec_fn=_private_network)
+            PCSCD_NETNS[:] = [f"/proc/{process.pid}/ns/net"]
+        except (OSError, subprocess.SubprocessError):  # no CAP_SYS_ADMIN: the host network
+            process = subprocess.Popen(command, stdout=out, stderr=out)
+            PCSCD_NETNS.clear()
+    PCSCD_PID[:] = [process.pid]
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -147,6 +186,8 @@ def vpcd_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             pytest.skip(f"pcscd did not show the vpcd reader: {log.read_text()[-500:]}")
         yield port
     finally:
+        PCSCD_NETNS.clear()
+        PCSCD_PID.clear()
         logic.EVENTS.stop_monitor()
         process.terminate()
         try:
@@ -160,7 +201,7 @@ class Inserted:
     """A virtual card in the reader for the duration of a ``with`` block."""
 
     def __init__(self, port: int, card: VirtualCard) -> None:
-        self.link = VpcdLink(card, port=port)
+        self.link = VpcdLink(card, port=port, netns=PCSCD_NETNS[0] if PCSCD_NETNS else None)
 
     def __enter__(self) -> VpcdLink:
         self.link.insert()
@@ -390,8 +431,11 @@ def test_simulate_command_inserts_a_card(vpcd_port: int, tmp_path: Path) -> None
     description = tmp_path / "vitale.json"
     description.write_text(json.dumps({"beneficiaries": [JEANNE]}))
     env = {**os.environ, "HYGIE_CARDS_VPCD_PORT": str(vpcd_port)}
+    # The simulator joins the namespace of the tests' pcscd, as a developer would with nsenter.
+    enter = ["nsenter", f"--net={PCSCD_NETNS[0]}"] if PCSCD_NETNS else []
     simulator = subprocess.Popen(
         [
+            *enter,
             sys.executable,
             "-m",
             "appliance.cli",
@@ -536,3 +580,24 @@ def test_bad_virtual_card_descriptions_are_refused(
     with pytest.raises(SimulatorError) as caught:
         parse_card(kind, spec)
     assert words in caught.value.message
+
+
+def test_vpcd_is_reachable_through_loopback_only(vpcd_port: int) -> None:
+    """vpcd binds its ports on every interface (INADDR_ANY, no option to change it); the
+    tests' pcscd therefore runs in a network namespace whose only interface is ``lo``: the
+    host's network has no socket on the vpcd ports, the namespace has no other interface."""
+    if not PCSCD_NETNS:
+        pytest.skip(
+            "a pcscd started outside the tests (or without CAP_SYS_ADMIN) is in use: its "
+            "confinement is install.sh's systemd drop-in, not checked here"
+        )
+    ports = {vpcd_port, vpcd_port + 1}
+    outside = _listening_ports(Path("/proc/self/net/tcp"))
+    assert not {port for _, port in outside} & ports
+    pid = PCSCD_PID[0]
+    inside = _listening_ports(Path(f"/proc/{pid}/net/tcp"))
+    assert {("0.0.0.0", port) for port in ports} <= inside  # vpcd's INADDR_ANY, in the netns
+    devices = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
+    assert [line.split(":")[0].strip() for line in devices] == ["lo"]
+    with socket.socket() as probe:  # and from the host's network the port is closed
+        assert probe.connect_ex(("127.0.0.1", vpcd_port)) != 0

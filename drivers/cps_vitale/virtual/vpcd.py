@@ -5,11 +5,17 @@
 both ways, is a 2-byte big-endian length and a payload. One-byte payloads from the reader are
 control codes (0 power off, 1 power on, 2 reset, 4 send the ATR); longer ones are APDUs, each
 answered with the response APDU. Connecting inserts the card, closing the socket removes it.
+
+vpcd binds its port on every interface. A pcscd kept in its own network namespace (only
+``lo``: the tests do this) is reachable from nowhere else; ``netns`` (a namespace file such
+as ``/proc/PID/ns/net``) then makes the card connect from inside that namespace.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import socket
 import struct
 import threading
@@ -20,6 +26,42 @@ from drivers.cps_vitale.virtual.cards import VirtualCard
 
 VPCD_PORT = 35963
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0, 1, 2, 4
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def connect_in_namespace(address: tuple[str, int], netns: str | None) -> socket.socket:
+    """A TCP connection to ``address`` made from inside the network namespace ``netns``.
+
+    ``setns`` moves only the calling thread, so a short-lived thread joins the namespace and
+    opens the socket; the socket stays in that namespace whichever thread then uses it.
+    Needs CAP_SYS_ADMIN (root).
+    """
+    if netns is None:
+        return socket.create_connection(address, timeout=2)
+    made: list[socket.socket] = []
+    failed: list[OSError] = []
+
+    def join_and_connect() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY)
+            try:
+                if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+                    errno = ctypes.get_errno()
+                    raise OSError(errno, f"setns {netns}: {os.strerror(errno)}")
+            finally:
+                os.close(fd)
+            made.append(socket.create_connection(address, timeout=2))
+        except OSError as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=join_and_connect, name="vpcd-netns")
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+    return made[0]
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
@@ -43,10 +85,17 @@ class VpcdLink:
     the socket instead of answering that APDU: the card is pulled out mid-read.
     """
 
-    def __init__(self, card: VirtualCard, host: str = "127.0.0.1", port: int = VPCD_PORT):
+    def __init__(
+        self,
+        card: VirtualCard,
+        host: str = "127.0.0.1",
+        port: int = VPCD_PORT,
+        netns: str | None = None,
+    ):
         self.card = card
         self.host = host
         self.port = port
+        self.netns = netns
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.inserted = threading.Event()
@@ -58,7 +107,7 @@ class VpcdLink:
         last: OSError | None = None
         while time.monotonic() < deadline:
             try:
-                self._sock = socket.create_connection((self.host, self.port), timeout=2)
+                self._sock = connect_in_namespace((self.host, self.port), self.netns)
                 break
             except OSError as exc:
                 last = exc
