@@ -1073,6 +1073,47 @@ def _one_finding_per_situation(findings: list[Finding], rules: RuleSet) -> list[
     return kept
 
 
+def _one_finding_per_renal_problem(
+    dose: list[Finding], stopp: list[Finding], rules: RuleSet
+) -> tuple[list[Finding], list[Finding]]:
+    """A STOPP criterion on a kidney-function threshold (section E: digoxin, dabigatran,
+    factor Xa inhibitors, NSAIDs, colchicine, metformin) and the renal dose rule of the same
+    drug flag one problem: the pharmacist reads one finding. The dose rule's is kept (its
+    SmPC threshold and "reduce to ..." are the more specific advice), cites the STOPP
+    criterion in ``evidence.also`` like ``same_finding_as``, and takes the stronger of the
+    two severities so that merging never lowers the alarm."""
+    if not dose or not stopp:
+        return dose, stopp
+    renal_criteria = {
+        c.id
+        for c in rules.stopp_start.criterion
+        if c.kind == "stopp" and any(t.code == "renal" for t in c.labs)
+    }
+    by_atc = {d.atc[0]: i for i, d in enumerate(dose) if len(d.atc) == 1}
+    merged: dict[int, Finding] = {}
+    kept_stopp: list[Finding] = []
+    for finding in stopp:
+        twins = [by_atc.get(code) for code in finding.atc]
+        # absorbed only when every drug of the STOPP finding has its dose finding: a second
+        # NSAID without a dose rule keeps the STOPP finding whole
+        if finding.rule not in renal_criteria or not twins or None in twins:
+            kept_stopp.append(finding)
+            continue
+        also = {
+            "rule": finding.rule,
+            "criterion": finding.evidence.get("criterion"),
+            "label_fr": finding.evidence.get("label_fr"),
+            "severity": finding.severity,
+            "labs": finding.evidence.get("labs", []),
+        }
+        for twin in dict.fromkeys(t for t in twins if t is not None):
+            base = merged.get(twin, dose[twin])
+            evidence = {**base.evidence, "also": [*base.evidence.get("also", []), also]}
+            severity = min(base.severity, finding.severity, key=lambda s: SEVERITY_RANK[s])
+            merged[twin] = msgspec.structs.replace(base, evidence=evidence, severity=severity)
+    return [merged.get(i, d) for i, d in enumerate(dose)], kept_stopp
+
+
 # ------------------------------------------------------------------ the whole analysis
 def _drug_order(d: Drug) -> tuple[Any, ...]:
     return (d.atc or "", d.label, d.cis or "", d.start or date.min, d.daily_dose_mg or 0)
@@ -1151,10 +1192,11 @@ def analyze(
         not_evaluated += missing
     findings += find_redundancies(drugs, rules)
     dose, missing = find_dose_issues(drugs, renal, rules)
-    findings += dose
     not_evaluated += missing
     findings += find_anticholinergic_burden(drugs, rules)
     stopp, missing = find_stopp_start(drugs, ctx, rules)
+    dose, stopp = _one_finding_per_renal_problem(dose, stopp, rules)
+    findings += dose
     findings += stopp
     not_evaluated += missing
     findings += find_adherence(record, rules)

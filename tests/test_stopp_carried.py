@@ -1,0 +1,72 @@
+"""STOPP criteria carried over from v2, and the renal double report: what the vignettes
+(``stopp3-*.json``) cannot say, because they check only which rules fire."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from services.analysis import parse_bundle
+from services.analysis.logic import analyze
+from services.analysis.rules import load
+from services.medications import current_thesaurus
+
+_BUILD = Path(__file__).parent / "fixtures" / "vignettes" / "build.py"
+_spec = importlib.util.spec_from_file_location("vignettes_build_for_stopp", _BUILD)
+assert _spec is not None
+assert _spec.loader is not None
+_build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_build)
+
+
+def _analyze(**kwargs: Any) -> Any:
+    return analyze(parse_bundle(_build.bundle(**kwargs)), current_thesaurus(None))
+
+
+def test_deleted_v2_criteria_are_not_in_the_data() -> None:
+    ids = {c.id for c in load().stopp_start.criterion} | {
+        n.id for n in load().stopp_start.not_encoded
+    }
+    assert not ids & {"STOPP v3 C2", "STOPP v3 H7", "START v3 B1"}
+
+
+def test_a_renal_stopp_criterion_and_the_dose_rule_give_one_finding() -> None:
+    result = _analyze(
+        drugs=[("B01AE07", "dabigatran", 400, 150, 2)],
+        conditions=["I48"],
+        labs=_build.renal(160, 55),
+    )
+    rules = [f.rule for f in result.findings]
+    assert "STOPP v3 E2" not in rules
+    (dose,) = [f for f in result.findings if f.kind == "dose" and "dabigatran" in f.rule]
+    assert dose.severity == "contraindication"
+    (also,) = dose.evidence["also"]
+    assert also["rule"] == "STOPP v3 E2"
+    assert also["label_fr"] == "Dabigatran et DFG < 30"
+    assert also["labs"], "the kidney value the STOPP criterion used is kept"
+    assert "Réduire" in dose.recommendation or "Contacter" in dose.recommendation
+
+
+def test_the_merged_finding_keeps_the_stronger_severity() -> None:
+    # digoxin 0.25 mg/day, CrCl ~21: the dose rule only says "monitor" (low), STOPP E1 is high
+    result = _analyze(
+        drugs=[("C01AA05", "digoxine", 400, 0.25, 1)],
+        conditions=["I48"],
+        labs=_build.renal(160, 55),
+    )
+    (dose,) = [f for f in result.findings if f.kind == "dose" and "digoxine" in f.rule]
+    assert dose.severity == "high"
+    assert [a["rule"] for a in dose.evidence["also"]] == ["STOPP v3 E1"]
+    assert not [f for f in result.findings if f.rule == "STOPP v3 E1"]
+
+
+def test_a_stopp_finding_on_a_drug_without_dose_rule_is_kept_whole() -> None:
+    result = _analyze(
+        drugs=[("M01AE01", "ibuprofène", 30, 400, 3), ("M01AB08", "étodolac", 30)],
+        labs=_build.renal(160, 55),
+    )
+    (stopp,) = [f for f in result.findings if f.rule == "STOPP v3 E4"]
+    assert set(stopp.atc) == {"M01AE01", "M01AB08"}
+    (dose,) = [f for f in result.findings if f.kind == "dose"]
+    assert "also" not in dose.evidence
