@@ -28,7 +28,11 @@ def test_deleted_v2_criteria_are_not_in_the_data() -> None:
     ids = {c.id for c in load().stopp_start.criterion} | {
         n.id for n in load().stopp_start.not_encoded
     }
-    assert not ids & {"STOPP v3 C2", "STOPP v3 H7", "START v3 B1"}
+    assert not ids & {"STOPP v3 H7", "START v3 B1"}
+    # v3 C2 is not v2 C2 (aspirin with a peptic ulcer history, deleted): the data takes v2 C3
+    (c2,) = [c for c in load().stopp_start.criterion if c.id == "STOPP v3 C2"]
+    assert "content of v2 C3" in c2.doubt
+    assert "A02BC" not in c2.without_drugs
 
 
 def test_a_renal_stopp_criterion_and_the_dose_rule_give_one_finding() -> None:
