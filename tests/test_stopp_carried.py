@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +75,30 @@ def test_a_stopp_finding_on_a_drug_without_dose_rule_is_kept_whole() -> None:
     assert set(stopp.atc) == {"M01AE01", "M01AB08"}
     (dose,) = [f for f in result.findings if f.kind == "dose"]
     assert "also" not in dose.evidence
+
+
+CARRIED = [
+    "B5", "B6", "B7", "B8", "B10", "C2", "C3", "C5", "C6", "D2", "D9", "D12", "D13",
+    "F1", "F4", "G2", "H3", "H4", "H5", "J3", "J5", "J6", "L1",
+]  # fmt: skip
+"""The STOPP criteria encoded in encoding 3 of stopp_start.toml (docs/stopp-start-v3.md)."""
+
+
+def test_every_carried_criterion_has_a_positive_and_a_negative_vignette() -> None:
+    cases = [json.loads(p.read_text()) for p in (_BUILD.parent).glob("stopp3-*.json")]
+    known = {c.id for c in load().stopp_start.criterion}
+    for number in CARRIED:
+        rule = ["stopp", f"STOPP v3 {number}"]
+        assert rule[1] in known, rule
+        assert any(rule in c["expect"] for c in cases), f"no positive vignette for {rule[1]}"
+        assert any(rule in c["absent"] for c in cases), f"no negative vignette for {rule[1]}"
+
+
+def test_every_carried_criterion_marks_its_doubt_and_v2_origin() -> None:
+    by_id = {c.id: c for c in load().stopp_start.criterion}
+    for number in CARRIED:
+        crit = by_id[f"STOPP v3 {number}"]
+        assert crit.doubt, crit.id
+        assert all((crit.label_fr, crit.message, crit.recommendation, crit.gp)), crit.id
+        if number != "B5":  # new in v3, read in a translation: no v2 origin
+            assert "content of v2 " in crit.doubt, crit.id
