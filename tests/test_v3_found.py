@@ -63,6 +63,7 @@ def test_each_criterion_read_in_the_spanish_list_has_a_positive_and_a_negative_v
         ("E7", ("C03DA01", "spironolactone")),
         ("E8", ("J01XE01", "nitrofurantoïne", 3)),
         ("E10", ("L04AX03", "méthotrexate")),
+        ("E1", ("C01AA05", "digoxine", 200, 0.125, 1)),
     ],
 )
 def test_a_new_renal_criterion_is_cited_by_the_dose_finding_of_the_same_drug(
