@@ -4,6 +4,7 @@ the engine must and must not raise. Built by tests/fixtures/vignettes/build.py."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,35 @@ def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
+def _matches(kind: str, rule: str, text: str) -> bool:
+    """A STOPP/START rule is its criterion id, so it is matched exactly: a substring test
+    would let "STOPP v3 K1" be met (or an `absent` check be failed) by K10. An empty text
+    means any finding of the kind. Other kinds (interaction, dose, redundancy, adherence)
+    carry longer rule texts (thesaurus entry, SmPC section) that vignettes cite in part."""
+    if kind in {"stopp", "start"}:
+        return text == "" or rule == text
+    return text in rule
+
+
 def _has(findings: list[Any], kind: str, text: str) -> bool:
-    return any(f.kind == kind and text in f.rule for f in findings)
+    return any(f.kind == kind and _matches(kind, f.rule, text) for f in findings)
+
+
+def test_stopp_start_expectations_name_a_whole_criterion_id() -> None:
+    """A vignette that names a STOPP/START criterion names its whole id (or none)."""
+    pattern = re.compile(r"(STOPP|START) v3 [A-M][0-9]+")
+    for path in VIGNETTES:
+        case = _load(path)
+        for kind, text in case["expect"] + case["absent"]:
+            if kind in {"stopp", "start"} and text:
+                assert pattern.fullmatch(text), f"{path.name}: {text!r}"
+
+
+def test_criterion_ids_match_exactly() -> None:
+    assert _matches("stopp", "STOPP v3 K1", "STOPP v3 K1")
+    assert not _matches("stopp", "STOPP v3 K10", "STOPP v3 K1")
+    assert _matches("stopp", "STOPP v3 K10", "")
+    assert _matches("interaction", "ANSM 2019-09: amiodarone + x", "ANSM")
 
 
 def test_there_are_at_least_sixty_vignettes() -> None:
