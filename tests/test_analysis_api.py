@@ -138,9 +138,9 @@ def test_cds_hooks_discovery_and_cards(client: Any, auth: dict[str, str]) -> Non
 
 def test_cli_one_path_and_several(env: dict[str, str], tmp_path: Path) -> None:
     runner = CliRunner()
-    first = VIGNETTES / "stopp-d5-benzo.json"
+    first = VIGNETTES / "stopp-d8-benzo.json"
     paths = []
-    for name in ("stopp-d5-benzo", "neg-paracetamol"):
+    for name in ("stopp-d8-benzo", "neg-paracetamol"):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(_bundle(name)))
         paths.append(str(path))
@@ -148,7 +148,7 @@ def test_cli_one_path_and_several(env: dict[str, str], tmp_path: Path) -> None:
     assert one.exit_code == 0, one.output
     data = json.loads(one.output)
     assert set(data) >= CONTRACT_KEYS
-    assert any(f["rule"] == "STOPP v3 D5" for f in data["findings"])
+    assert any(f["rule"] == "STOPP v3 D8" for f in data["findings"])
     several = runner.invoke(main, ["analyze", *paths])
     lines = several.output.strip().splitlines()
     assert [json.loads(line)["source"] for line in lines] == paths

@@ -120,12 +120,12 @@ def test_unreadable_input_is_a_bundle_error(raw: bytes) -> None:
 
 
 def test_no_patient_is_reported_not_crashed() -> None:
-    bundle = _case("stopp-d5-benzo")
+    bundle = _case("stopp-d8-benzo")
     bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Patient"]
     result = _run(bundle)
     assert not [f for f in result.findings if f.kind in ("stopp", "start")]
     assert any(n.rule == "patient" for n in result.not_evaluated)
-    assert any(n.rule == "STOPP v3 D5" and "âge" in n.missing[0] for n in result.not_evaluated)
+    assert any(n.rule == "STOPP v3 D8" and "âge" in n.missing[0] for n in result.not_evaluated)
     assert result.bpm_eligibility.eligible is False
 
 
@@ -431,20 +431,20 @@ def _as_requests(bundle: dict[str, Any], *, status: str = "active") -> dict[str,
 
 
 def test_active_prescription_lines_are_treatments_the_engine_sees() -> None:
-    by_statement = _run(_case("stopp-d5-benzo"))
-    by_request = _run(_as_requests(_case("stopp-d5-benzo")))
-    assert "STOPP v3 D5" in {f.rule for f in by_statement.findings}
+    by_statement = _run(_case("stopp-d8-benzo"))
+    by_request = _run(_as_requests(_case("stopp-d8-benzo")))
+    assert "STOPP v3 D8" in {f.rule for f in by_statement.findings}
     assert {f.rule for f in by_request.findings} == {f.rule for f in by_statement.findings}
 
 
 def test_a_completed_prescription_line_is_no_longer_a_treatment() -> None:
-    completed = _run(_as_requests(_case("stopp-d5-benzo"), status="completed"))
-    assert "STOPP v3 D5" not in {f.rule for f in completed.findings}
+    completed = _run(_as_requests(_case("stopp-d8-benzo"), status="completed"))
+    assert "STOPP v3 D8" not in {f.rule for f in completed.findings}
 
 
 def test_a_drug_both_stated_and_prescribed_is_counted_once() -> None:
-    bundle = _case("stopp-d5-benzo")
-    requests = _as_requests(_case("stopp-d5-benzo"))["entry"]
+    bundle = _case("stopp-d8-benzo")
+    requests = _as_requests(_case("stopp-d8-benzo"))["entry"]
     bundle["entry"] += [e for e in requests if e["resource"]["resourceType"] == "MedicationRequest"]
     record = parse_bundle(bundle, today=date(2026, 1, 15))
     assert len(record.drugs) == len({(d.atc, d.cis, d.cip13) for d in record.drugs})

@@ -26,9 +26,19 @@ SPANISH = "Spanish version of the v3 list"
 FOUND = {
     "B17", "B18", "B19", "B21", "C7", "C13", "C14", "C16", "D11", "D19", "D23", "E7", "E8",
     "E9", "E10", "F5", "F7", "F8", "J7", "J10", "K5", "K7", "K8", "K9", "K10", "L6", "B20",
-    "C11", "C12", "D20", "I7", "K6",
+    "C11", "C12", "D20", "I7", "K6", "D3", "D7", "D10", "H2", "H9", "J4",
 }  # fmt: skip
-NOT_EVALUABLE = {"D16", "D25", "I8", "J9", "L3", "L5", "B15", "B16", "F6", "I3", "I6"}
+NOT_EVALUABLE = {
+    "D16", "D25", "I8", "J9", "L3", "L5", "B15", "B16", "F6", "I3", "I6", "C8", "C9", "D5", "D9",
+}  # fmt: skip
+RENUMBERED = {
+    "C10": "C10", "D4": "D3", "D6": "D4", "D8": "D5", "D12": "D6", "D13": "D7", "D14": "D8",
+    "D15": "D9", "D21": "D12", "D22": "D13", "D24": "D14", "G4": "G5", "H7": "H8", "H8": "H9",
+    "I5": "I2", "J8": "J5",
+}  # fmt: skip
+"""Encoding 5: criteria carried from v2, their id now read in the Spanish list → their v2 id."""
+SPLIT = {"D17": "D11", "D18": "D11", "I1": "I1", "I2": "I1", "J5": "J4", "J6": "J4"}
+"""Encoding 5: one v2 criterion given as two of the Spanish list → its v2 id."""
 
 
 def _analyze(**kwargs: Any) -> Any:
@@ -99,18 +109,35 @@ def test_a_z_drug_without_a_start_date_is_reported_not_evaluated() -> None:
     assert "STOPP v3 D11" in [n.rule for n in result.not_evaluated]
 
 
-def test_an_nsaid_with_heart_failure_and_a_loop_diuretic_gives_one_finding_citing_b19() -> None:
-    # STOPP v3 H2 of the data (v2 H2, renumbered in the Spanish list) flags the same situation
+def test_an_nsaid_with_heart_failure_and_a_loop_diuretic_is_b19_alone() -> None:
+    # v2 H2 (NSAID with heart failure) was removed in encoding 5: its content is B19's, and the
+    # list's H2 is an NSAID with a systolic pressure above 170 mmHg
     result = _analyze(
         drugs=[("M01AE01", "ibuprofène", 30), ("C03CA01", "furosémide")], conditions=["I50"]
     )
     rules = [f.rule for f in result.findings if f.kind == "stopp"]
-    assert "STOPP v3 B19" not in rules
-    (h2,) = [f for f in result.findings if f.rule == "STOPP v3 H2"]
-    assert [a["rule"] for a in h2.evidence["also"]] == ["STOPP v3 B19"]
+    assert "STOPP v3 H2" not in rules
+    (b19,) = [f for f in result.findings if f.rule == "STOPP v3 B19"]
+    assert "also" not in b19.evidence
 
 
-def test_the_existing_criteria_the_spanish_list_numbers_differently_say_so() -> None:
+def test_the_renumbered_criteria_say_where_their_id_was_read_and_their_v2_origin() -> None:
     doubts = {c.id: c.doubt for c in load().stopp_start.criterion}
-    for rule in ("C8", "D5", "D10", "G5", "H9", "I2", "J4", "J5"):
-        assert "Spanish v3 list read in encoding 4" in doubts[f"STOPP v3 {rule}"], rule
+    for rule, v2 in {**RENUMBERED, **SPLIT}.items():
+        doubt = doubts[f"STOPP v3 {rule}"]
+        assert f"v3 number {rule} read in the Spanish v3 list of encoding 4" in doubt, rule
+        assert "the English wording was not read" in doubt, rule
+        assert f"content of v2 {v2}" in doubt, rule
+
+
+def test_the_v2_contents_absent_from_the_spanish_list_are_gone() -> None:
+    data = load().stopp_start
+    summaries = " | ".join(c.summary for c in data.criterion)
+    for gone in ("without PPI prophylaxis", "Non-selective beta-blocker with asthma", "Androgens"):
+        assert gone not in summaries, gone
+    assert not [c for c in data.criterion if c.same_finding_as == "STOPP v3 H2"]
+
+
+def test_silodosin_is_excepted_from_i5() -> None:
+    result = _analyze(drugs=[("G04CA04", "silodosine")], conditions=["R55"])
+    assert "STOPP v3 I5" not in [f.rule for f in result.findings]
