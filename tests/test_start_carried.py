@@ -103,7 +103,10 @@ def test_a_criterion_on_a_lab_says_when_the_lab_is_missing_once() -> None:
     result = _run(bundle)
     assert "START v3 A4" not in _rules(result)
     reported = {n.rule: n.missing for n in result.not_evaluated}
-    assert reported["START v3 A4"] == ["LOINC 8480-6 (moins de 90 jours)"]
+    assert reported["START v3 A4"] == [
+        "LOINC 8480-6 (moins de 90 jours)",
+        "LOINC 8462-4 (moins de 90 jours)",
+    ]
     treated = _run(_case("start3-a4-treated-negative"))
     assert "START v3 A4" not in {n.rule for n in treated.not_evaluated}
 
@@ -185,3 +188,40 @@ def test_every_code_of_start_toml_is_in_the_v2_algorithm_it_cites() -> None:
         assert mine <= codes[v2], (crit.id, sorted(mine - codes[v2]))
     for item in extra.not_encoded:
         assert "START " + item.doubt.split("(v2 ", 1)[1].split(")", 1)[0] in codes, item.id
+
+
+def test_a_blood_pressure_panel_is_read_component_by_component() -> None:
+    """The usual FHIR blood pressure (LOINC 85354-9 with systolic and diastolic components):
+    a diastolic pressure above 90 mmHg alone is enough for START A4."""
+    bundle = _case("start3-a4-diabetic-threshold")
+    bundle["entry"] = [
+        e
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] not in ("Observation", "Condition")
+    ]
+    when = next(
+        e["resource"].get("effectiveDateTime")
+        for e in _case("start3-a4-diabetic-threshold")["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+    )
+
+    def component(code: str, value: float) -> dict[str, object]:
+        return {
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "valueQuantity": {"value": value, "unit": "mmHg"},
+        }
+
+    panel = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+        "effectiveDateTime": when,
+        "component": [component("8480-6", 135), component("8462-4", 96)],
+    }
+    bundle["entry"].append({"resource": panel})
+    finding = next(f for f in _run(bundle).findings if f.rule == "START v3 A4")
+    assert [(lab["loinc"], lab["value"]) for lab in finding.evidence["labs"]] == [("8462-4", 96.0)]
+    panel["component"] = [component("8480-6", 135), component("8462-4", 85)]
+    result = _run(bundle)
+    assert "START v3 A4" not in _rules(result)
+    assert "START v3 A4" not in {n.rule for n in result.not_evaluated}

@@ -35,6 +35,7 @@ LAB_RANGES: dict[str, tuple[float, float]] = {
     "8302-2": (50.0, 250.0),
     "8867-4": (10.0, 300.0),
     "8480-6": (40.0, 300.0),
+    "8462-4": (20.0, 200.0),
     "2823-3": (1.0, 10.0),
     "2951-2": (90.0, 200.0),
 }
@@ -294,23 +295,16 @@ def parse(raw: bytes | str | dict[str, Any], *, today: date) -> PatientRecord:
             onset = _date(resource.get("onsetDateTime"))
             conditions.append(Condition(code=code.replace(".", ""), ald=ald, onset=onset))
         elif kind == "Observation":
-            code = _code_of(resource.get("code"), LOINC_SYSTEM)
-            if code is None or code not in LAB_RANGES:
-                continue
-            quantity = resource.get("valueQuantity")
-            value = quantity.get("value") if isinstance(quantity, dict) else None
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                problems.append((f"LOINC {code}", ("no numeric valueQuantity",)))
-                continue
-            low, high = LAB_RANGES[code]
-            if not low <= float(value) <= high:
-                problems.append((f"LOINC {code}", (f"impossible value {value}",)))
-                continue
             when = _date(resource.get("effectiveDateTime"))
             if when is not None and when > as_of:
                 continue
-            unit = str(quantity.get("unit") or quantity.get("code") or "") if quantity else ""
-            labs.append(Lab(loinc=code, value=float(value), unit=unit, when=when))
+            # A blood-pressure panel (LOINC 85354-9) carries its systolic and diastolic values
+            # as components: each known component is read like an Observation of its own.
+            parts = [resource, *(c for c in resource.get("component") or [] if isinstance(c, dict))]
+            for part in parts:
+                lab = _lab_of(part, when, problems)
+                if lab is not None:
+                    labs.append(lab)
     known = {(d.atc, d.cis, d.cip13) for d in drugs}
     for statement in requests:
         drug = _statement_drug(statement, as_of, problems)
@@ -332,3 +326,23 @@ def parse(raw: bytes | str | dict[str, Any], *, today: date) -> PatientRecord:
         patient_id=patient_id,
         problems=tuple(problems),
     )
+
+
+def _lab_of(
+    part: dict[str, Any], when: date | None, problems: list[tuple[str, tuple[str, ...]]]
+) -> Lab | None:
+    """One value of an Observation (or of one of its components) with a known LOINC code."""
+    code = _code_of(part.get("code"), LOINC_SYSTEM)
+    if code is None or code not in LAB_RANGES:
+        return None
+    quantity = part.get("valueQuantity")
+    value = quantity.get("value") if isinstance(quantity, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append((f"LOINC {code}", ("no numeric valueQuantity",)))
+        return None
+    low, high = LAB_RANGES[code]
+    if not low <= float(value) <= high:
+        problems.append((f"LOINC {code}", (f"impossible value {value}",)))
+        return None
+    unit = str(quantity.get("unit") or quantity.get("code") or "") if quantity else ""
+    return Lab(loinc=code, value=float(value), unit=unit, when=when)
