@@ -251,6 +251,7 @@ def test_every_criterion_is_evaluable_or_says_why_not() -> None:
         assert (crit.text and crit.text_source) or crit.doubt, crit.id
     for item in rules.stopp_start.not_encoded:
         assert item.reason, item.id
+        assert item.reason_fr, item.id
         assert item.label_fr, item.id
         assert (item.text and item.text_source) or item.doubt or item.summary, item.id
 
@@ -260,7 +261,7 @@ def test_criteria_not_evaluable_are_reported_with_their_reason() -> None:
     result = _run(_case("stopp-k2-negative"))  # 80 years old, one drug
     reported = {n.rule: n.missing for n in result.not_evaluated}
     for item in rules.stopp_start.not_encoded:
-        assert reported.get(item.id) == [item.reason], item.id
+        assert reported.get(item.id) == [item.reason_fr], item.id  # French, for the counter
     young = _run(_case("neg-young-adult"))
     assert not any(n.rule.startswith(("STOPP v3", "START v3")) for n in young.not_evaluated)
 

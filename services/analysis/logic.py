@@ -1053,7 +1053,7 @@ def find_stopp_start(
             missing.append(outcome)
     if drugs and (ctx.age is None or ctx.age >= 65):
         for item in rules.stopp_start.not_encoded:
-            missing.append(NotEvaluated(rule=item.id, missing=[item.reason]))
+            missing.append(NotEvaluated(rule=item.id, missing=[item.reason_fr]))
     return _one_finding_per_situation(findings, rules), missing
 
 

@@ -106,6 +106,9 @@ class NotEncoded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     id: str
     reason: str
+    reason_fr: str = ""
+    """What is missing, in French: shown to the counter and printed in the GP's synthesis
+    (``reason`` is the English explanation of the docs' table)."""
     summary: str = ""
     label_fr: str = ""
     text: str = ""
@@ -249,6 +252,9 @@ class RuleSet:
         for crit_id, label in labels:
             if not label:
                 raise RuleError(f"{crit_id}: a criterion needs its short French label")
+        for skipped_fr in stopp_start.not_encoded:
+            if not skipped_fr.reason_fr:
+                raise RuleError(f"{skipped_fr.id}: a not-evaluable criterion needs its reason_fr")
         for crit in stopp_start.criterion:
             if crit.status == "partial" and not crit.partial_reason:
                 raise RuleError(f"{crit.id}: a partial criterion must say what is not checked")
