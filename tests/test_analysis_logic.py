@@ -174,7 +174,7 @@ def test_rules_load_validated_and_indexed() -> None:
     assert all(
         "N05BA" in "".join(c.drugs) or "N05" in "".join(c.drugs)
         for c in rules.criteria_for({"N05BA04"}, set())
-        if c not in rules.always  # criteria on labs only (START v3 A4) are always candidates
+        if c not in rules.always  # criteria on labs only (START v3 B1) are always candidates
     )
 
 
@@ -292,12 +292,12 @@ def test_a_partial_criterion_without_its_reason_or_a_bad_twin_is_refused() -> No
 
 
 def test_opioids_without_laxative_give_one_finding_citing_both_criteria() -> None:
-    result = _run(_case("start-h2-opioid-laxative"))
+    result = _run(_case("start-k2-opioid-laxative"))
     rules = [f.rule for f in result.findings]
     assert "STOPP v3 L2" in rules
-    assert "START v3 H2" not in rules
+    assert "START v3 K2" not in rules
     stopp = next(f for f in result.findings if f.rule == "STOPP v3 L2")
-    assert [a["rule"] for a in stopp.evidence["also"]] == ["START v3 H2"]
+    assert [a["rule"] for a in stopp.evidence["also"]] == ["START v3 K2"]
 
 
 def test_rate_limiting_drug_with_heart_block_cites_the_condition() -> None:

@@ -29,7 +29,12 @@ def test_deleted_v2_criteria_are_not_in_the_data() -> None:
     ids = {c.id for c in load().stopp_start.criterion} | {
         n.id for n in load().stopp_start.not_encoded
     }
-    assert "START v3 B1" not in ids
+    # v3 B1 is not v2 B1 (inhaled bronchodilator in mild-moderate asthma or COPD, deleted): the
+    # Spanish START v3 catalogue gives B1 to the antihypertensive therapy of v2 A4
+    (b1,) = [c for c in load().stopp_start.criterion if c.id == "START v3 B1"]
+    assert "content of v2 A4" in b1.doubt
+    assert not b1.conditions
+    assert "START v3 B1" in ids
     # v3 H7 is not v2 H7 (COX-2 selective NSAIDs with cardiovascular disease, deleted): the
     # Spanish v3 list gives H7 to an NSAID with corticosteroids, the content of v2 H8
     (h7,) = [c for c in load().stopp_start.criterion if c.id == "STOPP v3 H7"]

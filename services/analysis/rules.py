@@ -318,7 +318,8 @@ class RuleSet:
 
 
 def merge_criteria(*files: StoppStartFile) -> StoppStartFile:
-    """One rule set from several criteria files (``stopp_start.toml``, then ``start.toml``):
+    """One rule set from several criteria files (``stopp_start.toml``, ``start.toml``, then
+    ``start_found.toml``):
     the lists are concatenated, not deduplicated, so an id in two files stays a load error;
     the version names every file's, so a stored analysis says which encodings it used."""
     return msgspec.structs.replace(
@@ -336,6 +337,7 @@ def load() -> RuleSet:
         merge_criteria(
             _decode("stopp_start.toml", StoppStartFile),
             _decode("start.toml", StoppStartFile),
+            _decode("start_found.toml", StoppStartFile),
         ),
         _decode("acb.toml", AcbFile),
         _decode("renal.toml", RenalFile),
