@@ -4,7 +4,13 @@ Platform modules (config, store, audit, security, resilience, observability) nev
 service; the composition root (``app``, ``cli``, ``web``) is the only place that does.
 """
 
+import warnings
 from importlib.metadata import PackageNotFoundError, version
+
+# cryptography 51 warns when DSA is imported, which pyhanko (PDF signatures) does at import:
+# the warning went to stderr of every command and broke the one-line CLI contract. Hygie
+# signs with RSA/ECDSA only, so this one warning is dropped, the others are kept.
+warnings.filterwarnings("ignore", message="DSA is deprecated", module="pyhanko")
 
 try:
     __version__ = version("hygie")

@@ -26,10 +26,12 @@ SPANISH = "Spanish version of the v3 list"
 FOUND = {
     "B17", "B18", "B19", "B21", "C7", "C13", "C14", "C16", "D11", "D19", "D23", "E7", "E8",
     "E9", "E10", "F5", "F7", "F8", "J7", "J10", "K5", "K7", "K8", "K9", "K10", "L6", "B20",
-    "C11", "C12", "D20", "I7", "K6", "D3", "D7", "D10", "H2", "H9", "J4",
+    "C11", "C12", "D20", "I7", "K6", "D3", "D7", "D10", "H2", "H9", "J4", "C15", "I4", "K11",
+    "K12",
 }  # fmt: skip
 NOT_EVALUABLE = {
     "D16", "D25", "I8", "J9", "L3", "L5", "B15", "B16", "F6", "I3", "I6", "C8", "C9", "D5", "D9",
+    "L4",
 }  # fmt: skip
 RENUMBERED = {
     "C10": "C10", "D4": "D3", "D6": "D4", "D8": "D5", "D12": "D6", "D13": "D7", "D14": "D8",
@@ -141,3 +143,57 @@ def test_the_v2_contents_absent_from_the_spanish_list_are_gone() -> None:
 def test_silodosin_is_excepted_from_i5() -> None:
     result = _analyze(drugs=[("G04CA04", "silodosine")], conditions=["R55"])
     assert "STOPP v3 I5" not in [f.rule for f in result.findings]
+
+
+def test_an_antimuscarinic_with_constipation_is_one_f3_finding_citing_i4() -> None:
+    result = _analyze(drugs=[("G04BD04", "oxybutynine")], conditions=["K590"])
+    stopp = [f.rule for f in result.findings if f.kind == "stopp"]
+    assert "STOPP v3 I4" not in stopp
+    (f3,) = [f for f in result.findings if f.rule == "STOPP v3 F3"]
+    assert [a["rule"] for a in f3.evidence["also"]] == ["STOPP v3 I4"]
+    # a constipating drug that I4 does not read (an opioid): F3 alone, citing nothing
+    result = _analyze(
+        drugs=[("N02AX02", "tramadol", 30), ("A06AD65", "macrogol", 30)], conditions=["K590"]
+    )
+    (f3,) = [f for f in result.findings if f.rule == "STOPP v3 F3"]
+    assert "also" not in f3.evidence
+
+
+def test_an_oestrogen_with_thromboembolism_is_one_c15_finding_citing_j6() -> None:
+    result = _analyze(drugs=[("G03CA03", "estradiol")], conditions=["I26"], sex="female")
+    stopp = [f.rule for f in result.findings if f.kind == "stopp"]
+    assert "STOPP v3 J6" not in stopp
+    (c15,) = [f for f in result.findings if f.rule == "STOPP v3 C15"]
+    assert [a["rule"] for a in c15.evidence["also"]] == ["STOPP v3 J6"]
+    # the kept finding names every hormone taken: J6 (oestrogens) merged into it loses no drug
+    result = _analyze(
+        drugs=[("G03CA03", "estradiol"), ("G03BA03", "testostérone")],
+        conditions=["I82"],
+        sex="female",
+    )
+    (c15,) = [f for f in result.findings if f.rule == "STOPP v3 C15"]
+    assert set(c15.atc) == {"G03CA03", "G03BA03"}
+    # an androgen alone: C15 alone, J6 (oestrogens) not involved
+    result = _analyze(drugs=[("G03BA03", "testostérone")], conditions=["I82"], sex="male")
+    (c15,) = [f for f in result.findings if f.rule == "STOPP v3 C15"]
+    assert "also" not in c15.evidence
+
+
+def test_a_same_finding_twin_reads_no_drug_nor_condition_its_kept_criterion_does_not() -> None:
+    # the absorbed criterion must fire only where the kept one does, or a drug would be lost
+    data = {c.id: c for c in load().stopp_start.criterion}
+    for absorbed, kept in (("STOPP v3 I4", "STOPP v3 F3"), ("STOPP v3 J6", "STOPP v3 C15")):
+        assert data[absorbed].same_finding_as == kept
+        for code in data[absorbed].drugs:
+            assert any(code.startswith(p) for p in data[kept].drugs), (absorbed, code)
+        for code in data[absorbed].conditions:
+            assert any(code.startswith(p) for p in data[kept].conditions), (absorbed, code)
+
+
+def test_k11_and_k12_need_recurrent_falls() -> None:
+    # the Spanish list names no falls condition for them; this data reads them as K1-K10
+    for rule, drug in (("K11", ("C02AC05", "moxonidine")), ("K12", ("G04BD08", "solifénacine"))):
+        without = [f.rule for f in _analyze(drugs=[drug], conditions=["I10"]).findings]
+        with_falls = [f.rule for f in _analyze(drugs=[drug], conditions=["W19"]).findings]
+        assert f"STOPP v3 {rule}" not in without, rule
+        assert f"STOPP v3 {rule}" in with_falls, rule
